@@ -1,0 +1,3 @@
+"""monai_ext.engines."""
+
+__all__: list[str] = []

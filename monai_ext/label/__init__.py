@@ -1,0 +1,3 @@
+"""monai_ext.label."""
+
+__all__: list[str] = []

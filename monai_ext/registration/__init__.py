@@ -1,0 +1,3 @@
+"""monai_ext.registration."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""array intensity transforms."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""array spatial transforms."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""array stain transforms."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""batch intensity transforms."""
+
+__all__: list[str] = []

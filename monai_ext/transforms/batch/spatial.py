@@ -1,0 +1,3 @@
+"""batch spatial transforms."""
+
+__all__: list[str] = []

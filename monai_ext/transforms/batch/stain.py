@@ -1,0 +1,3 @@
+"""batch stain transforms."""
+
+__all__: list[str] = []

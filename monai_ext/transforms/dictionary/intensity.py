@@ -1,0 +1,3 @@
+"""dictionary intensity transforms."""
+
+__all__: list[str] = []

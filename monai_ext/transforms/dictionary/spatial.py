@@ -1,0 +1,3 @@
+"""dictionary spatial transforms."""
+
+__all__: list[str] = []

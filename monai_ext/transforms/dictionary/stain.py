@@ -1,0 +1,3 @@
+"""dictionary stain transforms."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""functional intensity transforms."""
+
+__all__: list[str] = []

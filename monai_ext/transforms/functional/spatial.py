@@ -1,0 +1,3 @@
+"""functional spatial transforms."""
+
+__all__: list[str] = []

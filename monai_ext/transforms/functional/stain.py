@@ -1,0 +1,3 @@
+"""functional stain transforms."""
+
+__all__: list[str] = []

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up the environment (once) and run the quality gates and the whole test suite on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+VENV="${VENV:-.venv}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+"$VENV/bin/ruff" check monai_ext tests benchmarks
+"$VENV/bin/ruff" format --check monai_ext tests benchmarks
+"$VENV/bin/python" -m pytest -q --durations=20 --timeout=900 "$@"
