@@ -106,8 +106,12 @@ def info() -> dict:
 
     from monai_ext import __version__
 
-    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
-    core = {d: _version(d) for d in ("torch", "monai", "pytorch-ignite", "numpy", "nibabel", "pydicom", "itk")}
+    devices = ["cpu"] + [
+        f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())
+    ]
+    core = {
+        d: _version(d) for d in ("torch", "monai", "pytorch-ignite", "numpy", "nibabel", "pydicom", "itk")
+    }
     return {
         "monai_ext": __version__,
         "python": platform.python_version(),
@@ -136,7 +140,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 #: name -> module with ``add_parser(subparsers)``: later subcommands register here.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("monai_ext.data.dicom.cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,8 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int("--seed"), default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("info", help="versions, devices, optional packages", description="Print versions, "
-                       "devices and which optional packages are installed.")
+    p = sub.add_parser(
+        "info",
+        help="versions, devices, optional packages",
+        description="Print versions, devices and which optional packages are installed.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
 

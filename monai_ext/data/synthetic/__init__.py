@@ -26,12 +26,32 @@ __all__ = ["KINDS", "generate", "get_generator", "default_dataset", "cache_root"
 
 #: kind -> (module, function, default number of cases, one-line description)
 KINDS: dict[str, tuple[str, str, int, str]] = {
-    "ct_abdomen": ("ct_abdomen", "generate_ct_abdomen", 12, "3D abdominal CT phantoms (HU) with organ labels, NIfTI + DICOM"),
-    "ct_lung_nodules": ("ct_lung_nodules", "generate_ct_lung_nodules", 12, "chest CT with nodules, boxes and malignancy"),
-    "mri_brain_multimodal": ("mri_brain", "generate_mri_brain_multimodal", 12, "T1/T1c/T2/FLAIR head MRI with tumour labels"),
+    "ct_abdomen": (
+        "ct_abdomen",
+        "generate_ct_abdomen",
+        12,
+        "3D abdominal CT phantoms (HU) with organ labels, NIfTI + DICOM",
+    ),
+    "ct_lung_nodules": (
+        "ct_lung_nodules",
+        "generate_ct_lung_nodules",
+        12,
+        "chest CT with nodules, boxes and malignancy",
+    ),
+    "mri_brain_multimodal": (
+        "mri_brain",
+        "generate_mri_brain_multimodal",
+        12,
+        "T1/T1c/T2/FLAIR head MRI with tumour labels",
+    ),
     "he_patches": ("he_patches", "generate_he_patches", 160, "H&E patches, 4 tissue classes, nuclei boxes"),
     "wsi": ("wsi", "generate_wsi", 1, "pyramidal tiled TIFF whole-slide image with tumour mask"),
-    "outcome": ("outcome", "generate_outcome", 60, "clinical CSV + volumes with survival from a known hazard model"),
+    "outcome": (
+        "outcome",
+        "generate_outcome",
+        60,
+        "clinical CSV + volumes with survival from a known hazard model",
+    ),
 }
 
 
@@ -43,7 +63,9 @@ def get_generator(kind: str) -> Callable[..., dict[str, Any]]:
     return getattr(importlib.import_module(f"monai_ext.data.synthetic.{module}"), func)
 
 
-def generate(kind: str, out_dir: str | os.PathLike, n: int | None = None, seed: int = 0, **options: Any) -> Path:
+def generate(
+    kind: str, out_dir: str | os.PathLike, n: int | None = None, seed: int = 0, **options: Any
+) -> Path:
     """Generate data set ``kind`` with ``n`` cases into ``out_dir`` (created atomically); return its path.
 
     Raises:
@@ -62,20 +84,23 @@ def generate(kind: str, out_dir: str | os.PathLike, n: int | None = None, seed: 
 
 
 def cache_root() -> Path:
-    """Folder where :func:`default_dataset` caches data sets (``$MONAI_EXT_CACHE`` or ``~/.cache/monai_ext``)."""
+    """Folder of cached data sets: ``$MONAI_EXT_CACHE`` or ``~/.cache/monai_ext``."""
     return Path(os.environ.get("MONAI_EXT_CACHE", Path.home() / ".cache" / "monai_ext")).expanduser()
 
 
 _lock = threading.Lock()
 
 
-def default_dataset(kind: str, n: int | None = None, seed: int = 0, root: str | os.PathLike | None = None) -> str:
+def default_dataset(
+    kind: str, n: int | None = None, seed: int = 0, root: str | os.PathLike | None = None
+) -> str:
     """Return the folder of the cached default data set ``kind``, generating it once if missing.
 
     Bundles call this so that ``python -m monai.bundle run`` works with no data on disk. Concurrent
     callers (DDP ranks) are safe: generation is atomic and a finished folder is reused.
     """
-    n = KINDS[get_generator(kind) and kind][2] if n is None else n
+    get_generator(kind)  # validates kind
+    n = KINDS[kind][2] if n is None else n
     base = Path(root) if root is not None else cache_root() / "synthetic"
     out = base / f"{kind}-n{n}-seed{seed}"
     with _lock:
