@@ -1,3 +1,322 @@
-"""functional spatial transforms."""
+"""Pure torch spatial kernels: batched affine / elastic resampling, flips and label-balanced crops.
 
-__all__: list[str] = []
+Affine matrices follow MONAI's ``Affine`` convention: a ``(d+1, d+1)`` matrix in voxel units about the
+image centre (``(size - 1) / 2``) that maps *output* coordinates to *input* coordinates, with axes in
+tensor order (not x/y/z reversed). :func:`affine_matrix` composes ``rotate @ shear @ translate @ scale``
+as ``monai.transforms.AffineGrid`` does, for a whole batch at once, on the parameters' device.
+
+Example:
+    >>> import torch
+    >>> from monai_ext.transforms.functional import affine_matrix, affine_resample
+    >>> m = affine_matrix(2, rotate=torch.zeros(1, 1))
+    >>> x = torch.rand(1, 1, 8, 8)
+    >>> torch.allclose(affine_resample(x, m), x, atol=1e-6)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from monai_ext.transforms.functional.intensity import as_batched
+
+__all__ = [
+    "affine_matrix",
+    "affine_theta",
+    "affine_resample",
+    "elastic_resample",
+    "flip_per_sample",
+    "crop_patches",
+    "sample_crop_starts",
+]
+
+
+def _param(v: torch.Tensor | Sequence[float] | None, width: int, name: str) -> torch.Tensor | None:
+    if v is None:
+        return None
+    v = torch.as_tensor(v, dtype=torch.float32)
+    if v.ndim == 1 and width == 1:
+        v = v[:, None]
+    if v.ndim == 1:
+        v = v[None]
+    if v.ndim != 2 or v.shape[1] != width:
+        raise ValueError(f"affine_matrix: {name} must be (B, {width}), got {tuple(v.shape)}.")
+    return v.float()
+
+
+def affine_matrix(
+    spatial_dims: int,
+    rotate: torch.Tensor | Sequence[float] | None = None,
+    shear: torch.Tensor | Sequence[float] | None = None,
+    translate: torch.Tensor | Sequence[float] | None = None,
+    scale: torch.Tensor | Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Batched ``(B, d+1, d+1)`` matrices ``R @ Sh @ T @ S`` (MONAI ``AffineGrid`` order and conventions).
+
+    Args:
+        spatial_dims: 2 or 3.
+        rotate: radians, ``(B, 1)`` in 2D, ``(B, 3)`` in 3D (intrinsic "XYZ" as MONAI's default).
+        shear: ``(B, 2)`` in 2D, ``(B, 6)`` in 3D, composed as ``monai.transforms.utils.create_shear``.
+        translate: ``(B, d)`` voxels.
+        scale: ``(B, d)`` factors (1 = identity; > 1 samples a larger field of view, i.e. zooms out).
+
+    Example:
+        >>> affine_matrix(2, scale=torch.tensor([[2.0, 1.0]]))[0]
+        tensor([[2., 0., 0.],
+                [0., 1., 0.],
+                [0., 0., 1.]])
+    """
+    d = spatial_dims
+    if d not in (2, 3):
+        raise ValueError(f"affine_matrix: spatial_dims must be 2 or 3, got {d}.")
+    ps = {
+        "rotate": _param(rotate, 1 if d == 2 else 3, "rotate"),
+        "shear": _param(shear, 2 if d == 2 else 6, "shear"),
+        "translate": _param(translate, d, "translate"),
+        "scale": _param(scale, d, "scale"),
+    }
+    given = [p for p in ps.values() if p is not None]
+    if not given:
+        raise ValueError("affine_matrix: give at least one of rotate, shear, translate, scale.")
+    b, dev = given[0].shape[0], given[0].device
+    eye = torch.eye(d + 1, device=dev).expand(b, d + 1, d + 1)
+    out = eye.clone()
+    r = ps["rotate"]
+    if r is not None:
+        c, s = torch.cos(r), torch.sin(r)
+        if d == 2:
+            rot = eye.clone()
+            rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = c[:, 0], -s[:, 0], s[:, 0], c[:, 0]
+            out = out @ rot
+        else:
+            for axis, (i, j, sign) in enumerate(((1, 2, 1.0), (0, 2, -1.0), (0, 1, 1.0))):
+                rot = eye.clone()
+                rot[:, i, i], rot[:, j, j] = c[:, axis], c[:, axis]
+                rot[:, i, j], rot[:, j, i] = -sign * s[:, axis], sign * s[:, axis]
+                out = out @ rot
+    sh = ps["shear"]
+    if sh is not None:
+        pairs = [(0, 1), (1, 0)] if d == 2 else [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+        m = eye.clone()
+        for k, (i, j) in enumerate(pairs):
+            e = eye.clone()
+            e[:, i, j] = sh[:, k]
+            m = e @ m
+        out = out @ m
+    t = ps["translate"]
+    if t is not None:
+        m = eye.clone()
+        m[:, :d, d] = t
+        out = out @ m
+    sc = ps["scale"]
+    if sc is not None:
+        out = out @ torch.diag_embed(torch.cat([sc, torch.ones(b, 1, device=dev)], dim=1))
+    return out
+
+
+def affine_theta(
+    matrix: torch.Tensor, in_shape: Sequence[int], out_shape: Sequence[int], align_corners: bool = False
+) -> torch.Tensor:
+    """Convert centred voxel matrices ``(B, d+1, d+1)`` to ``F.affine_grid``'s normalised ``(B, d, d+1)``."""
+    d = matrix.shape[-1] - 1
+    dev = matrix.device
+
+    def norm(shape: Sequence[int]) -> torch.Tensor:
+        n = torch.tensor(
+            [float(max(s, 2)) - (1.0 if align_corners else 0.0) for s in shape], dtype=torch.float32
+        )
+        return torch.cat([2.0 / n, torch.ones(1)]).to(dev, non_blocking=True)
+
+    m = norm(in_shape)[:, None] * matrix.float() / norm(out_shape)[None, :]
+    perm = list(range(d))[::-1] + [d]
+    return m[:, perm][:, :, perm][:, :d]
+
+
+def _resample(
+    x: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str, align_corners: bool
+) -> torch.Tensor:
+    """grid_sample in float32 (labels and half inputs), result in x's dtype."""
+    src = x if x.dtype == torch.float32 else x.float()
+    out = F.grid_sample(src, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    if not x.is_floating_point():
+        out = out.round_()
+    return out.to(x.dtype)
+
+
+def affine_resample(
+    x: torch.Tensor,
+    matrix: torch.Tensor,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    spatial_size: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Resample ``x`` ((C,*sp) with a (d+1,d+1) matrix or (B,C,*sp) with (B,d+1,d+1)) by an affine matrix.
+
+    ``mode="nearest"`` keeps integer label maps integer-valued (computed in float32, cast back). Reduced
+    precision images are sampled in float32 and returned in their dtype.
+
+    Example:
+        >>> affine_resample(torch.arange(4.0).reshape(1, 2, 2), torch.eye(3), mode="nearest").tolist()
+        [[[0.0, 1.0], [2.0, 3.0]]]
+    """
+    d = matrix.shape[-1] - 1
+    xb, batched = as_batched(x, d, "affine_resample")
+    mat = matrix if matrix.ndim == 3 else matrix[None]
+    if mat.shape[0] not in (1, xb.shape[0]):
+        raise ValueError(f"affine_resample: matrix batch {mat.shape[0]} != image batch {xb.shape[0]}.")
+    out_shape = list(spatial_size) if spatial_size is not None else list(xb.shape[2:])
+    theta = affine_theta(mat.to(xb.device), xb.shape[2:], out_shape, align_corners).expand(
+        xb.shape[0], -1, -1
+    )
+    grid = F.affine_grid(theta, [xb.shape[0], xb.shape[1], *out_shape], align_corners=align_corners)
+    out = _resample(xb, grid, mode, padding_mode, align_corners)
+    return out if batched else out[0]
+
+
+def elastic_resample(
+    x: torch.Tensor,
+    displacement: torch.Tensor,
+    matrix: torch.Tensor | None = None,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+) -> torch.Tensor:
+    """Warp ``(B, C, *sp)`` by a smooth displacement on a coarse control lattice (after an optional affine).
+
+    ``displacement`` is ``(B, d, *ctrl)`` in input voxels, axes in tensor order; it is interpolated
+    (bicubic in 2D, trilinear in 3D, corners aligned) to the full grid and added to the (affine) sampling
+    grid, so affine + elastic cost one resample.
+
+    Example:
+        >>> x = torch.rand(1, 1, 8, 8)
+        >>> torch.allclose(elastic_resample(x, torch.zeros(1, 2, 3, 3)), x, atol=1e-6)
+        True
+    """
+    d = displacement.shape[1]
+    xb, batched = as_batched(x, d, "elastic_resample")
+    b, sp = xb.shape[0], list(xb.shape[2:])
+    if displacement.ndim != d + 2 or displacement.shape[0] not in (1, b):
+        raise ValueError(
+            f"elastic_resample: displacement must be (B={b}, {d}, *ctrl), got {tuple(displacement.shape)}."
+        )
+    mat = torch.eye(d + 1, device=xb.device)[None] if matrix is None else matrix.reshape(-1, d + 1, d + 1)
+    theta = affine_theta(mat.to(xb.device), sp, sp).expand(b, -1, -1)
+    grid = F.affine_grid(theta, [b, 1, *sp], align_corners=False)
+    disp = F.interpolate(
+        displacement.float().to(xb.device),
+        size=sp,
+        mode="bicubic" if d == 2 else "trilinear",
+        align_corners=True,
+    )
+    scale = torch.tensor([2.0 / max(s, 2) for s in sp], dtype=torch.float32).to(xb.device, non_blocking=True)
+    disp = disp * scale.reshape(1, d, *([1] * d))
+    grid = grid + disp.flip(1).movedim(1, -1)
+    out = _resample(xb, grid, mode, padding_mode, False)
+    return out if batched else out[0]
+
+
+def flip_per_sample(x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """Flip each sample of ``(B, C, *sp)`` along the spatial axes where ``flags`` ``(B, d)`` is True.
+
+    Example:
+        >>> flip_per_sample(torch.arange(3.0).reshape(1, 1, 3), torch.tensor([[True]])).tolist()
+        [[[2.0, 1.0, 0.0]]]
+    """
+    d = x.ndim - 2
+    if flags.shape != (x.shape[0], d):
+        raise ValueError(
+            f"flip_per_sample: flags must be (B, {d}) = {(x.shape[0], d)}, got {tuple(flags.shape)}."
+        )
+    for a in range(d):
+        x = torch.where(flags[:, a].reshape(-1, *([1] * (d + 1))), x.flip(2 + a), x)
+    return x
+
+
+def crop_patches(x: torch.Tensor, starts: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Gather ``N`` crops per sample: ``x`` ``(B, C, *sp)``, ``starts`` ``(B, N, d)`` -> ``(B*N, C, *size)``.
+
+    Example:
+        >>> crop_patches(torch.arange(16.0).reshape(1, 1, 4, 4), torch.tensor([[[1, 2]]]), (2, 2)).tolist()
+        [[[[6.0, 7.0], [10.0, 11.0]]]]
+    """
+    b, c, *sp = x.shape
+    d = len(sp)
+    if starts.ndim != 3 or starts.shape[0] != b or starts.shape[2] != d:
+        raise ValueError(f"crop_patches: starts must be (B={b}, N, {d}), got {tuple(starts.shape)}.")
+    n = starts.shape[1]
+    idx = [torch.arange(b, device=x.device).reshape(b, 1, *([1] * d))]
+    for a in range(d):
+        shape = [b, n] + [1] * d
+        shape[2 + a] = size[a]
+        idx.append((starts[:, :, a, None] + torch.arange(size[a], device=x.device)).reshape(shape))
+    out = x.movedim(1, -1)[tuple(idx)]  # (B, N, *size, C)
+    return out.movedim(-1, 2).reshape(b * n, c, *size)
+
+
+def sample_crop_starts(
+    label: torch.Tensor,
+    spatial_size: Sequence[int],
+    num_samples: int,
+    ratios: Sequence[float] = (1.0, 1.0),
+    generator: torch.Generator | None = None,
+    image: torch.Tensor | None = None,
+    image_threshold: float = 0.0,
+) -> torch.Tensor:
+    """Draw crop starts ``(B, N, d)`` centred on voxels of classes chosen with probabilities ``ratios``.
+
+    ``label`` is ``(B, 1, *sp)``. Two ratios mean (positive, negative) like MONAI's
+    ``RandCropByPosNegLabel`` (positive = ``label > 0``; negative = ``label == 0`` and, if ``image`` is given,
+    ``image > image_threshold``); more ratios mean one per class value ``0..K-1`` like
+    ``RandCropByLabelClasses``. Classes absent from a sample get probability 0; a sample with none of them
+    draws uniformly. Centres are uniform over each class's voxels and then shifted so the crop fits, as
+    MONAI does. Everything stays on the device (no host sync).
+
+    Example:
+        >>> lab = torch.zeros(1, 1, 8, 8, dtype=torch.long)
+        >>> lab[0, 0, 6, 6] = 1
+        >>> sample_crop_starts(lab, (3, 3), 2, ratios=(1.0, 0.0)).tolist()
+        [[[5, 5], [5, 5]]]
+    """
+    b, _, *sp = label.shape
+    d = len(sp)
+    if len(spatial_size) != d or any(s > n or s < 1 for s, n in zip(spatial_size, sp)):
+        raise ValueError(f"sample_crop_starts: spatial_size {tuple(spatial_size)} must fit in {tuple(sp)}.")
+    if len(ratios) < 2 or min(ratios) < 0 or sum(ratios) <= 0:
+        raise ValueError(
+            f"sample_crop_starts: ratios must be >= 2 non-negative numbers, not all 0, got {ratios}."
+        )
+    dev = label.device
+    lab = label[:, 0].reshape(b, -1)
+    if len(ratios) == 2:
+        fg = lab > 0
+        bg = ~fg
+        if image is not None:
+            bg = bg & (image.reshape(b, image.shape[1], -1) > image_threshold).any(1)
+        masks = [fg, bg]
+    else:
+        masks = [lab == k for k in range(len(ratios))]
+    present = torch.stack([m.any(-1) for m in masks], dim=1).float()  # (B, M)
+    w = present * torch.tensor(list(ratios), dtype=torch.float32).to(dev, non_blocking=True)
+    none = (w.sum(1, keepdim=True) == 0).float()
+    masks.append(torch.ones_like(masks[0]))
+    w = torch.cat([w, none], dim=1)
+    choice = torch.multinomial(w, num_samples, replacement=True, generator=generator)  # (B, N)
+    keys = torch.rand(lab.shape, generator=generator, device=dev)
+    flat = torch.zeros(b, num_samples, dtype=torch.long, device=dev)
+    k = min(num_samples, lab.shape[1])
+    for m_i, m in enumerate(masks):
+        score, pos = torch.where(m, keys, -1.0).topk(k, dim=-1)
+        pos = torch.where(score >= 0, pos, pos[:, :1])  # fewer voxels than crops: reuse the first
+        pos = pos.repeat(1, (num_samples + k - 1) // k)[:, :num_samples]
+        flat = torch.where(choice == m_i, pos, flat)
+    coords = []
+    for a in range(d - 1, -1, -1):
+        coords.append(flat % sp[a])
+        flat = flat // sp[a]
+    centre = torch.stack(coords[::-1], dim=-1)  # (B, N, d)
+    size = torch.tensor(list(spatial_size)).to(dev, non_blocking=True)
+    hi = torch.tensor([n - s for n, s in zip(sp, spatial_size)]).to(dev, non_blocking=True)
+    return (centre - size // 2).clamp(min=torch.zeros_like(hi), max=hi)

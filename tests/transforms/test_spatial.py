@@ -1,0 +1,204 @@
+"""Radiology spatial transforms: MONAI agreement, inverse, image/label consistency, batching, crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Affine, AffineGrid
+
+from monai_ext.transforms import functional as fn
+from monai_ext.transforms.array import AffineWarp, RandAffineWarp, RandLabelBalancedCrop
+from monai_ext.transforms.batch import (
+    BatchLabelBalancedCrop,
+    BatchRandAffine,
+    BatchRandElastic,
+    BatchRandFlip,
+)
+from monai_ext.transforms.dictionary import RandAffineWarpd, RandLabelBalancedCropd
+
+
+@pytest.fixture(scope="module")
+def ct_hu() -> torch.Tensor:
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    return torch.from_numpy(hu)[None]
+
+
+PARAMS = {
+    2: dict(rotate=[0.3], shear=[0.1, -0.05], translate=[4.0, -3.0], scale=[1.1, 0.9]),
+    3: dict(
+        rotate=[0.3, -0.2, 0.1],
+        shear=[0.1, 0, 0.05, 0, -0.1, 0],
+        translate=[2.0, -1.0, 1.5],
+        scale=[1.1, 0.9, 1.0],
+    ),
+}
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_affine_matrix_matches_monai_affine_grid(d):
+    p = PARAMS[d]
+    _, ref = AffineGrid(
+        rotate_params=p["rotate"],
+        shear_params=p["shear"],
+        translate_params=p["translate"],
+        scale_params=p["scale"],
+    )(spatial_size=[8] * d)
+    ours = fn.affine_matrix(d, **{k: torch.tensor([v]) for k, v in p.items()})[0]
+    torch.testing.assert_close(ours, torch.as_tensor(ref).float(), atol=1e-6, rtol=0)
+
+
+def test_affine_resample_matches_monai_on_ct(ct_hu, device):
+    mat = fn.affine_matrix(2, **{k: torch.tensor([v]) for k, v in PARAMS[2].items()})[0]
+    ref = Affine(affine=mat.numpy(), image_only=True, padding_mode="zeros")(ct_hu)
+    ours = fn.affine_resample(ct_hu.to(device), mat.to(device))
+    # HU values up to ~2200: float32 grid arithmetic differs by < 0.05 HU
+    torch.testing.assert_close(ours.cpu(), torch.as_tensor(ref), atol=0.05, rtol=0)
+    # the array layer updates the MetaTensor affine exactly as MONAI's Affine does, and inverts
+    img = MetaTensor(
+        ct_hu.clone(), affine=torch.diag(torch.tensor([0.66, 0.66, 5.0, 1.0], dtype=torch.float64))
+    )
+    ref_m = Affine(affine=mat.numpy(), image_only=True, padding_mode="zeros")(img.clone())
+    warp = AffineWarp(mat.numpy())
+    out = warp(img)
+    torch.testing.assert_close(out.affine, ref_m.affine)
+    assert out.applied_operations[-1]["class"] == "AffineWarp"
+    back = warp.inverse(out)
+    torch.testing.assert_close(back.affine, img.affine)
+    assert back.applied_operations == []
+    inner = (slice(None), slice(40, 88), slice(40, 88))
+    assert float((back[inner] - img[inner]).abs().mean()) < 25.0  # two bilinear resamples of CT
+
+
+def test_rand_affine_dict_image_label_and_inverse():
+    img = MetaTensor(torch.rand(1, 12, 12, 12))
+    lab = MetaTensor((img > 0.5).float())
+    t = RandAffineWarpd(
+        ["image", "label"], prob=1.0, rotate_range=0.4, scale_range=0.2, mode=("bilinear", "nearest")
+    )
+    out = t.set_random_state(2)({"image": img, "label": lab})
+    assert set(out["label"].unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(out["image"].affine, img.affine)
+    back = t.inverse(out)
+    torch.testing.assert_close(back["image"].affine, img.affine)
+    assert back["label"].applied_operations == []
+    skipped = RandAffineWarp(prob=0.0)(img)
+    assert torch.equal(skipped, img) and RandAffineWarp(prob=0.0).inverse is not None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: BatchRandAffine(
+            prob=0.7, rotate_range=0.5, shear_range=0.1, translate_range=2, scale_range=0.2, seed=1
+        ),
+        lambda: BatchRandElastic(prob=0.7, magnitude=2.0, control_points=4, seed=1),
+        lambda: BatchRandFlip(prob=0.7, seed=1),
+    ],
+)
+@pytest.mark.parametrize("shape", [(4, 2, 16, 14), (3, 1, 10, 12, 9)])
+def test_batch_spatial_consistency_replay_and_per_sample(make, shape, device):
+    x = torch.rand(shape, device=device)
+    label = (x[:, :1] > 0.6).long() + (x[:, :1] > 0.85).long()
+
+    def nearest():
+        aug = make()
+        if hasattr(aug, "mode"):
+            aug.mode = "nearest"  # so the image can be re-thresholded into the label voxel by voxel
+        return aug
+
+    aug = nearest()
+    out = aug(x, label)
+    assert out.label.dtype == torch.long and set(out.label.unique().tolist()) <= {0, 1, 2}
+    # same geometry: nearest-resampled image and label agree voxel by voxel
+    relabel = (out.image[:, :1] > 0.6).long() + (out.image[:, :1] > 0.85).long()
+    assert torch.equal(relabel, out.label)
+    assert torch.equal(nearest()(x, label).image, out.image)  # seeded repeat
+    again = aug(x, label, params=out.params)
+    assert torch.equal(again.image, out.image) and torch.equal(again.label, out.label)
+    keep = ~out.params["apply"]
+    assert torch.equal(out.image[keep], x[keep])
+    for i in range(shape[0]):
+        p = {k: v[i : i + 1] for k, v in out.params.items()}
+        torch.testing.assert_close(aug(x[i : i + 1], params=p).image, out.image[i : i + 1], atol=1e-5, rtol=0)
+
+
+def test_batch_affine_equals_monai_affine_per_sample():
+    x = torch.rand(3, 1, 10, 11, 12)
+    out = BatchRandAffine(prob=1.0, rotate_range=0.3, scale_range=0.1, translate_range=1.0, seed=4)(x)
+    for i in range(3):
+        ref = Affine(affine=out.params["matrix"][i].numpy(), image_only=True, padding_mode="zeros")(x[i])
+        torch.testing.assert_close(out.image[i], torch.as_tensor(ref), atol=1e-5, rtol=0)
+
+
+def test_half_precision_affine_keeps_dtype(device):
+    x = torch.rand(2, 1, 8, 8, 8, device=device, dtype=torch.bfloat16)
+    out = BatchRandAffine(prob=1.0, rotate_range=0.2, seed=0)(x)
+    assert out.image.dtype == torch.bfloat16
+
+
+def test_crop_patches_and_balanced_centres(device):
+    x = torch.arange(2 * 20 * 18, dtype=torch.float32, device=device).reshape(2, 1, 20, 18)
+    starts = torch.tensor([[[1, 2], [5, 0]], [[0, 0], [12, 10]]], device=device)
+    crops = fn.crop_patches(x, starts, (8, 8))
+    assert torch.equal(crops[3], x[1, :, 12:20, 10:18])
+    lab = torch.zeros(2, 1, 20, 18, dtype=torch.long, device=device)
+    lab[0, 0, 2, 3] = 1  # one positive voxel near a corner
+    lab[1, 0, 15:18, 10:13] = 2
+    aug = BatchLabelBalancedCrop((6, 6), num_samples=4, ratios=(1.0, 0.0), seed=0)
+    out = aug(x, lab)
+    assert out.image.shape == (8, 1, 6, 6) and out.label.shape == (8, 1, 6, 6)
+    assert bool((out.label.flatten(1) > 0).any(1).all())  # every crop holds a positive voxel
+    # per-class: class 2 only exists in sample 1; sample 0 falls back to the classes it has
+    aug_c = BatchLabelBalancedCrop((6, 6), num_samples=3, ratios=(0.0, 0.0, 1.0), seed=0)
+    oc = aug_c(x, lab)
+    assert bool((oc.label[3:] == 2).flatten(1).any(1).all())
+    assert torch.equal(aug_c(x, lab, params=oc.params).image, oc.image)
+    big = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="spatial_size"):
+        fn.sample_crop_starts(big, (5, 5), 1)
+
+
+def test_array_and_dict_crops_invert():
+    img = MetaTensor(torch.rand(1, 16, 16, 16))
+    lab = MetaTensor(torch.zeros(1, 16, 16, 16))
+    lab[0, 10:13, 2:5, 7:9] = 1
+    crops = RandLabelBalancedCrop((6, 6, 6), num_samples=2, ratios=(1.0, 0.0)).set_random_state(0)(img, lab)
+    assert all(c.shape == (1, 6, 6, 6) for c in crops)
+    t = RandLabelBalancedCropd(["image", "label"], "label", (6, 6, 6), num_samples=3).set_random_state(0)
+    out = t({"image": img, "label": lab})
+    assert len(out) == 3
+    assert torch.equal(out[0]["label"] > 0, (out[0]["label"] > 0))
+    back = t.inverse(out[1])
+    assert back["image"].shape == (1, 16, 16, 16)
+    nz = back["image"] != 0
+    assert torch.equal(back["image"][nz], img[nz])
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="BatchRandAffine: `label` shape"):
+        BatchRandAffine()(torch.rand(2, 1, 8, 8), torch.zeros(2, 1, 8, 9))
+    with pytest.raises(ValueError, match="BatchRandAffine: `label` shape"):
+        BatchRandAffine()(torch.rand(2, 1, 8, 8), torch.zeros(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="BatchRandElastic: `image` batch is empty"):
+        BatchRandElastic()(torch.rand(0, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match=r"BatchRandAffine: `image` must be \(B, C, H, W\)"):
+        BatchRandAffine()(torch.rand(8, 8))
+    nan = torch.rand(1, 1, 4, 4, 4)
+    nan[..., 0] = float("nan")
+    with pytest.raises(ValueError, match="BatchRandFlip: `image` contains NaN"):
+        BatchRandFlip()(nan)
+    with pytest.raises(ValueError, match="BatchLabelBalancedCrop: `label` is required"):
+        BatchLabelBalancedCrop((4, 4))(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="BatchRandAffine: `rotate_range` needs 1 or 3 entries"):
+        BatchRandAffine(rotate_range=[0.1, 0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="AffineWarp: `affine` must be 3x3"):
+        AffineWarp(np.eye(5))
+    with pytest.raises(ValueError, match="BatchRandAffine: `params` are for 2 samples"):
+        aug = BatchRandAffine(prob=1.0, rotate_range=0.1)
+        aug(torch.rand(3, 1, 4, 4), params=aug(torch.rand(2, 1, 4, 4)).params)
