@@ -1,0 +1,44 @@
+"""Helpers for bundle tests: run configs through MONAI's ConfigWorkflow and record losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from monai.bundle import ConfigWorkflow
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLES = REPO / "bundles"
+SCHEMAS = sorted((Path(__file__).parent / "schemas").glob("meta_schema_*.json"))
+
+
+def configs(bundle: str, *names: str) -> list[str]:
+    """Config file paths of ``bundle`` (``names`` without the .json suffix)."""
+    return [str(BUNDLES / bundle / "configs" / f"{n}.json") for n in names]
+
+
+def workflow(bundle: str, names: list[str], workflow_type: str = "train", **overrides) -> ConfigWorkflow:
+    """An initialised ConfigWorkflow over ``names`` with ``overrides``."""
+    wf = ConfigWorkflow(
+        config_file=configs(bundle, *names),
+        meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
+        logging_file=str(BUNDLES / bundle / "configs" / "logging.conf"),
+        workflow_type=workflow_type,
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def record_losses(trainer) -> list[float]:
+    """Attach a recorder of the per-iteration training loss; return the list it fills."""
+    from ignite.engine import Events
+
+    losses: list[float] = []
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _record(engine):
+        out = engine.state.output
+        out = out[0] if isinstance(out, list) else out
+        losses.append(float(out["loss"]))
+
+    return losses

@@ -1,0 +1,80 @@
+"""he_tissue_classification bundle: metadata, network I/O, a CPU smoke schedule that learns, inference."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
+from monai.bundle import verify_metadata, verify_net_in_out
+
+from monai_ext.data.synthetic import generate
+
+NAME = "he_tissue_classification"
+META = str(BUNDLES / NAME / "configs" / "metadata.json")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return str(generate("he_patches", tmp_path_factory.mktemp("he") / "data", n=192, seed=1))
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda p: p.stem)
+def test_metadata_validates_offline(schema):
+    verify_metadata(meta_file=META, filepath=str(schema))
+
+
+def test_network_in_out(data):
+    verify_net_in_out(
+        net_id="network_def", meta_file=META, config_file=configs(NAME, "train")[0], dataset_dir=data
+    )
+
+
+def _evaluate(data, root, **overrides) -> float:
+    wf = workflow(
+        NAME,
+        ["train", "evaluate"],
+        "eval",
+        bundle_root=str(root),
+        dataset_dir=data,
+        output_dir=str(root / "eval"),
+        **overrides,
+    )
+    wf.run()
+    wf.finalize()
+    rows = dict(csv.reader(open(root / "eval" / "metrics.csv")))
+    return float(rows["accuracy"])
+
+
+@pytest.mark.slow
+def test_train_smoke_learns_and_infers(data, tmp_path):
+    untrained = _evaluate(data, tmp_path / "untrained", load_checkpoint=False)
+
+    wf = workflow(NAME, ["train"], bundle_root=str(tmp_path), dataset_dir=data, epochs=6, val_interval=3)
+    losses = record_losses(wf.parser.get_parsed_content("train#trainer"))
+    wf.run()
+    wf.finalize()
+    assert (tmp_path / "models" / "model.pt").is_file()
+    n = len(losses)
+    assert n >= 24
+    assert np.mean(losses[-n // 4 :]) < 0.7 * np.mean(losses[: n // 4]), losses
+
+    trained = _evaluate(data, tmp_path)
+    assert trained >= untrained + 0.2, (trained, untrained)
+
+    wf = workflow(
+        NAME,
+        ["inference"],
+        "infer",
+        bundle_root=str(tmp_path),
+        dataset_dir=data,
+        output_dir=str(tmp_path / "pred"),
+    )
+    wf.run()
+    wf.finalize()
+    rows = list(csv.reader(open(tmp_path / "pred" / "predictions.csv")))
+    assert len(rows) == 192
+    probs = np.array([[float(v) for v in r[1:]] for r in rows])
+    assert probs.shape == (192, 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
