@@ -140,7 +140,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 #: name -> module with ``add_parser(subparsers)``: later subcommands register here.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("monai_ext.data.dicom.cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("monai_ext.data.dicom.cli", "monai_ext.bundle.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,9 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monai-ext`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "forwards_unknown", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        return int(
+            (args.func(args, extra) if getattr(args, "forwards_unknown", False) else args.func(args)) or 0
+        )
     except (CLIError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
         if os.environ.get("MONAI_EXT_DEBUG"):
             raise

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
+from monai_ext.bundle import SCHEMAS
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
-SCHEMAS = sorted((Path(__file__).parent / "schemas").glob("meta_schema_*.json"))
+__all__ = ["REPO", "BUNDLES", "SCHEMAS", "configs", "workflow", "record_losses"]
 
 
 def configs(bundle: str, *names: str) -> list[str]:

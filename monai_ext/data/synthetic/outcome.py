@@ -178,7 +178,9 @@ def generate_outcome(
     Returns:
         The summary dict (also written to ``summary.json``), with ``oracle_c_index``.
     """
-    from lifelines.utils import concordance_index
+    import torch
+
+    from monai_ext.metrics.concordance import concordance_index
 
     shape_t = tuple(int(v) for v in _check("shape", shape, 16, 512))
     spacing_t = _check("spacing", spacing, 0.5, 10.0)
@@ -218,7 +220,7 @@ def generate_outcome(
     times = np.array([r["time_months"] for r in rows])
     events = np.array([r["event"] for r in rows])
     risks = np.array([t["log_risk"] for t in truth])
-    oracle = float(concordance_index(times, -risks, events)) if events.any() and n > 1 else float("nan")
+    oracle = float(concordance_index(torch.as_tensor(risks), torch.as_tensor(times), torch.as_tensor(events))) if events.any() and n > 1 else float("nan")
     summary = {
         "kind": "outcome",
         "n": n,
