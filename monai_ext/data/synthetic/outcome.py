@@ -220,7 +220,11 @@ def generate_outcome(
     times = np.array([r["time_months"] for r in rows])
     events = np.array([r["event"] for r in rows])
     risks = np.array([t["log_risk"] for t in truth])
-    oracle = float(concordance_index(torch.as_tensor(risks), torch.as_tensor(times), torch.as_tensor(events))) if events.any() and n > 1 else float("nan")
+    oracle = (
+        float(concordance_index(torch.as_tensor(risks), torch.as_tensor(times), torch.as_tensor(events)))
+        if events.any() and n > 1
+        else float("nan")
+    )
     summary = {
         "kind": "outcome",
         "n": n,
