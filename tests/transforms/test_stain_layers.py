@@ -1,0 +1,166 @@
+"""Array, dictionary and batch layers of the histology transforms: MONAI composition, metadata,
+seeded repeatability, per-sample probability, replay, devices and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, ScaleIntensityd
+from skimage import data
+
+from monai_ext.transforms import array as A
+from monai_ext.transforms import batch as B
+from monai_ext.transforms import dictionary as D
+from monai_ext.transforms.functional import stain as F
+
+
+@pytest.fixture(scope="module")
+def tiles() -> torch.Tensor:
+    ihc = torch.from_numpy(data.immunohistochemistry()).permute(2, 0, 1).contiguous()
+    return torch.stack([ihc[:, i : i + 64, j : j + 64] for i in (0, 128, 256, 384) for j in (0, 200)])
+
+
+def test_names_do_not_clash_with_monai():
+    import monai.apps.pathology.transforms as path
+    import monai.transforms as mt
+
+    for layer in (A, D, B):
+        for name in layer.stain.__all__:
+            assert not hasattr(mt, name) and not hasattr(path, name), name
+
+
+def test_array_macenko_keeps_metadata_and_reports_passthrough(tiles):
+    norm = A.MacenkoStainNormalize()
+    img = MetaTensor(tiles[0], meta={"filename_or_obj": "tile0.png"})
+    out = norm(img)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "tile0.png"
+    assert torch.equal(out.as_tensor(), F.macenko_normalize(tiles[0])[0]) and not norm.passthrough
+    white = np.full((3, 32, 32), 255, np.uint8)
+    res = norm(white)
+    assert isinstance(res, np.ndarray) and np.array_equal(res, white) and norm.passthrough
+    norm.fit_slide(tiles)
+    assert torch.equal(norm(tiles[1]), F.macenko_normalize(tiles[1], fit=norm.slide_fit)[0])
+    with pytest.raises(ValueError, match="fit_target.*too little tissue"):
+        A.MacenkoStainNormalize().fit_target(white)
+    with pytest.raises(ValueError, match=r"MacenkoStainNormalize.*\[0, 1\]"):
+        norm(tiles[0].float())
+
+
+def test_dictionary_layer_composes_with_monai(tiles):
+    t = Compose(
+        [
+            D.MacenkoStainNormalized("image"),
+            D.HistoTissueMaskd("image"),
+            ScaleIntensityd("image", minv=0.0, maxv=1.0),
+            D.RandHEDJitterd("image", prob=1.0),
+            D.RandDihedral2Dd(["image", "label"], prob=1.0),
+        ]
+    ).set_random_state(0)
+    label = MetaTensor(torch.arange(64 * 64, dtype=torch.float32).view(1, 64, 64))
+    out = t({"image": tiles[0], "label": label})
+    assert out["image"].shape == (3, 64, 64) and out["image_tissue"].dtype == torch.bool
+    assert not bool(out["image_stain_passthrough"])
+    k = t.transforms[-1].t.k
+    assert torch.equal(out["label"].as_tensor(), F.dihedral_2d(label.as_tensor(), k))
+    inv = t.transforms[-1].inverse({"image": out["image"], "label": out["label"]})
+    assert torch.equal(inv["label"].as_tensor(), label.as_tensor())
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (A.RandHEDJitter, {}),
+        (A.RandHSVJitter, {}),
+        (A.RandRGBBrightnessContrast, {}),
+        (A.RandRGBGaussianBlur, {}),
+        (A.RandDihedral2D, {}),
+    ],
+)
+def test_array_random_transforms_repeat_with_seed(tiles, cls, kwargs):
+    x = tiles[0].float() / 255
+    a = cls(prob=1.0, **kwargs).set_random_state(3)
+    b = cls(prob=1.0, **kwargs).set_random_state(3)
+    ya, yb = a(x), b(x)
+    assert torch.equal(ya, yb)
+    if cls is not A.RandDihedral2D:  # (a dihedral draw may repeat an element)
+        assert not torch.equal(ya, a(x))
+    assert torch.equal(cls(prob=0.0, **kwargs)(x), x)
+
+
+def test_array_dihedral_inverse_with_metatensor():
+    aug = A.RandDihedral2D(prob=1.0).set_random_state(1)
+    x = MetaTensor(torch.rand(2, 8, 8))
+    y = aug(x)
+    assert torch.equal(aug.inverse(y).as_tensor(), x.as_tensor())
+
+
+# ----------------------------------------------------------------------------- batch layer
+AUGS = [
+    (B.BatchHEDJitter, {}),
+    (B.BatchHSVJitter, {}),
+    (B.BatchRGBBrightnessContrast, {}),
+    (B.BatchRGBGaussianBlur, {}),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs", AUGS)
+def test_batch_seeded_replay_and_per_sample_prob(tiles, device, cls, kwargs):
+    x = tiles.to(device)
+    a = cls(prob=0.5, seed=0, **kwargs)
+    y1 = a(x)
+    params = a.last_params
+    assert all(v.shape[0] == x.shape[0] and v.device == x.device for v in params.values())
+    assert torch.equal(cls(prob=0.5, seed=0, **kwargs)(x), y1)  # seeded: repeats exactly
+    assert torch.equal(a(x, params=params), y1)  # replay
+    skip = ~params["apply"]
+    assert skip.any() and params["apply"].any()
+    assert torch.equal(y1[skip], x[skip])  # not drawn: bit-identical
+    assert not torch.equal(y1[~skip], x[~skip])
+    assert torch.equal(cls(prob=0.0, seed=1, **kwargs)(x), x)
+    # batched == per sample with the same parameters
+    for i in range(x.shape[0]):
+        one = {k: v[i : i + 1] for k, v in params.items()}
+        assert torch.equal(a(x[i : i + 1], params=one)[0], y1[i])
+
+
+def test_batch_dihedral_keeps_image_and_label_aligned(device):
+    img = torch.arange(4 * 36, dtype=torch.float32, device=device).view(4, 1, 6, 6).repeat(1, 3, 1, 1)
+    lab = img[:, :1].long()
+    aug = B.BatchDihedral2D(prob=1.0, seed=0)
+    oi, ol = aug(img, lab)
+    assert torch.equal(oi[:, :1].long(), ol) and ol.dtype == torch.long
+    k = aug.last_params["k"]
+    for i in range(4):
+        assert torch.equal(oi[i], F.dihedral_2d(img[i], int(k[i])))
+    with pytest.raises(ValueError, match="BatchDihedral2D: `label`"):
+        aug(img, lab[:, :, :5])
+
+
+def test_batch_macenko_and_reinhard(tiles, device):
+    x = torch.cat([tiles, torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)]).to(device)
+    norm = B.BatchMacenkoNormalize().to(device)
+    out, pt = norm(x)
+    assert pt.tolist() == [False] * len(tiles) + [True] and torch.equal(out[-1], x[-1])
+    assert torch.equal(out.cpu(), F.macenko_normalize(x.cpu())[0])
+    norm.fit_target(tiles[3].to(device))
+    norm.fit_slide(tiles.to(device))
+    out2, pt2 = norm(x)
+    assert not pt2.any() and not torch.equal(out2, out)
+    rein = B.BatchReinhardNormalize.from_target(tiles[0].to(device))
+    r, rpt = rein(x)
+    assert rpt[-1] and torch.equal(r[-1], x[-1]) and torch.isfinite(r.float()).all()
+
+
+def test_batch_bad_input():
+    with pytest.raises(ValueError, match="BatchHEDJitter: empty batch"):
+        B.BatchHEDJitter()(torch.zeros(0, 3, 8, 8))
+    with pytest.raises(ValueError, match="BatchHSVJitter.*3 channels"):
+        B.BatchHSVJitter()(torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"BatchMacenkoNormalize.*\[0, 1\]"):
+        B.BatchMacenkoNormalize()(torch.full((2, 3, 8, 8), 128.0))
+    with pytest.raises(ValueError, match="NaN"):
+        B.BatchHEDJitter()(torch.full((2, 3, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match="prob"):
+        B.BatchHEDJitter(prob=1.5)
