@@ -96,7 +96,7 @@ def main() -> None:
         flush=True,
     )
 
-    aug = BatchHEDJitter(prob=1.0, seed=0, validate=False)
+    aug = BatchHEDJitter(prob=1.0, seed=0, check_finite=False)
     ours = _rate(lambda: aug(x), batch, repeats, device)
     rng = np.random.default_rng(0)
     theirs = _rate(lambda: [_hed_numpy(p, rng) for p in base], n_base, 1, torch.device("cpu"))

@@ -11,11 +11,15 @@ from monai.networks.nets import UNet
 
 from monai_ext.transforms.batch import (
     BatchAugChain,
+    BatchDihedral2D,
+    BatchHEDJitter,
     BatchHUWindow,
     BatchRandAffine,
     BatchRandGaussianNoise,
+    BatchRGBBrightnessContrast,
     GPUAugmentPrepareBatch,
 )
+from monai_ext.transforms.functional import stain as fstain
 
 
 class Recorder(torch.nn.Module):
@@ -67,6 +71,47 @@ def test_supervised_trainer_runs_with_gpu_augmentation():
     assert raw.shape == (2, 1, 16, 16, 16)
     assert float(out.image.min()) >= -0.5 and float(out.image.max()) <= 1.5  # windowed + noise
     assert set(out.label.unique().tolist()) <= {0.0, 1.0}  # nearest keeps the label binary
+    assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))
+
+
+def test_supervised_trainer_runs_with_histology_augmentation():
+    torch.manual_seed(0)
+    data = [
+        {"image": torch.rand(3, 16, 16), "label": (torch.rand(1, 16, 16) > 0.5).float()} for _ in range(4)
+    ]
+    loader = torch.utils.data.DataLoader(data, batch_size=2)
+    net = UNet(2, 3, 1, channels=(4, 8), strides=(2,), num_res_units=0)
+    chain = BatchAugChain(
+        [
+            BatchHEDJitter(prob=1.0, sigma=0.1, bias=0.1, seed=0),
+            BatchDihedral2D(prob=1.0, seed=0),
+            BatchRGBBrightnessContrast(prob=1.0, seed=0),
+        ]
+    )
+    rec = Recorder(chain)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=loader,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
+        loss_function=torch.nn.BCEWithLogitsLoss(),
+        prepare_batch=GPUAugmentPrepareBatch(rec),
+        epoch_length=2,
+    )
+    trainer.run()
+    assert trainer.state.iteration == 2 and len(rec.calls) == 2
+    for i, (raw, out) in enumerate(rec.calls):
+        assert torch.equal(raw, torch.stack([d["image"] for d in data[2 * i : 2 * i + 2]]))
+        assert out.image.shape == (2, 3, 16, 16) and out.image.dtype == torch.float32
+        assert float(out.image.min()) >= 0.0 and float(out.image.max()) <= 1.0  # still valid RGB
+        assert not torch.equal(out.image, raw)
+        lab = torch.stack([d["label"] for d in data[2 * i : 2 * i + 2]])
+        k = out.params[1]["k"]  # the label follows the image's dihedral element, exactly
+        assert torch.equal(out.label, fstain.dihedral_2d(lab, k))
+        replay = BatchAugChain([BatchHEDJitter(), BatchDihedral2D(), BatchRGBBrightnessContrast()])
+        again = replay(raw, lab, params=out.params)
+        assert torch.equal(again.image, out.image) and torch.equal(again.label, out.label)
     assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))
 
 

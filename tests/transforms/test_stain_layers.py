@@ -108,34 +108,58 @@ AUGS = [
 @pytest.mark.parametrize("cls, kwargs", AUGS)
 def test_batch_seeded_replay_and_per_sample_prob(tiles, device, cls, kwargs):
     x = tiles.to(device)
+    lab = torch.arange(x.shape[0], device=device).view(-1, 1, 1, 1).expand(-1, 1, 64, 64)
     a = cls(prob=0.5, seed=0, **kwargs)
-    y1 = a(x)
-    params = a.last_params
+    res = a(x, lab)
+    y1, params = res.image, res.params
+    assert isinstance(res, B.BatchAugResult) and res.label is lab  # intensity only: label passes through
     assert all(v.shape[0] == x.shape[0] and v.device == x.device for v in params.values())
-    assert torch.equal(cls(prob=0.5, seed=0, **kwargs)(x), y1)  # seeded: repeats exactly
-    assert torch.equal(a(x, params=params), y1)  # replay
+    assert torch.equal(cls(prob=0.5, seed=0, **kwargs)(x).image, y1)  # seeded: repeats exactly
+    assert torch.equal(a(x, params=params).image, y1)  # replay
     skip = ~params["apply"]
     assert skip.any() and params["apply"].any()
     assert torch.equal(y1[skip], x[skip])  # not drawn: bit-identical
     assert not torch.equal(y1[~skip], x[~skip])
-    assert torch.equal(cls(prob=0.0, seed=1, **kwargs)(x), x)
+    assert torch.equal(cls(prob=0.0, seed=1, **kwargs)(x).image, x)
     # batched == per sample with the same parameters
     for i in range(x.shape[0]):
         one = {k: v[i : i + 1] for k, v in params.items()}
-        assert torch.equal(a(x[i : i + 1], params=one)[0], y1[i])
+        assert torch.equal(a(x[i : i + 1], params=one).image[0], y1[i])
 
 
 def test_batch_dihedral_keeps_image_and_label_aligned(device):
     img = torch.arange(4 * 36, dtype=torch.float32, device=device).view(4, 1, 6, 6).repeat(1, 3, 1, 1)
     lab = img[:, :1].long()
     aug = B.BatchDihedral2D(prob=1.0, seed=0)
-    oi, ol = aug(img, lab)
+    out = aug(img, lab)
+    oi, ol = out.image, out.label
     assert torch.equal(oi[:, :1].long(), ol) and ol.dtype == torch.long
-    k = aug.last_params["k"]
+    k = out.params["k"]
     for i in range(4):
         assert torch.equal(oi[i], F.dihedral_2d(img[i], int(k[i])))
+    assert torch.equal(aug(img, lab, params=out.params).label, ol)  # replay
+    half = B.BatchDihedral2D(prob=0.5, seed=2)(img, lab)
+    skip = ~half.params["apply"]
+    assert skip.any() and half.params["apply"].any()
+    assert torch.equal(half.image[skip], img[skip]) and torch.equal(half.label[skip], lab[skip])
+    assert torch.equal(half.image[:, :1].long(), half.label)
     with pytest.raises(ValueError, match="BatchDihedral2D: `label`"):
         aug(img, lab[:, :, :5])
+    with pytest.raises(ValueError, match=r"BatchDihedral2D: `image` must be square"):
+        aug(img[:, :, :5])
+
+
+def test_batch_stain_chain_replays_and_validates_rgb_once():
+    x = torch.rand(4, 3, 16, 16)
+    lab = torch.randint(0, 3, (4, 1, 16, 16))
+    augs = [B.BatchHEDJitter(prob=1.0, seed=0), B.BatchDihedral2D(prob=1.0, seed=0)]
+    out = B.BatchAugChain(augs)(x, lab)
+    ref_hed = B.BatchHEDJitter(prob=1.0, seed=0)(x)
+    ref = B.BatchDihedral2D(prob=1.0, seed=0)(ref_hed.image, lab)
+    assert torch.equal(out.image, ref.image) and torch.equal(out.label, ref.label)
+    assert torch.equal(B.BatchAugChain(augs)(x, lab, params=out.params).image, out.image)
+    with pytest.raises(ValueError, match=r"BatchHEDJitter: `image`.*\[0, 1\]"):
+        B.BatchAugChain(augs)(x * 255)
 
 
 def test_batch_macenko_and_reinhard(tiles, device):
@@ -154,10 +178,24 @@ def test_batch_macenko_and_reinhard(tiles, device):
 
 
 def test_batch_bad_input():
-    with pytest.raises(ValueError, match="BatchHEDJitter: empty batch"):
+    with pytest.raises(ValueError, match="BatchHEDJitter: `image` batch is empty"):
         B.BatchHEDJitter()(torch.zeros(0, 3, 8, 8))
-    with pytest.raises(ValueError, match="BatchHSVJitter.*3 channels"):
+    with pytest.raises(ValueError, match="BatchHSVJitter: `image` has 1 channels, expected 3"):
         B.BatchHSVJitter()(torch.zeros(2, 1, 8, 8))
+    with pytest.raises(TypeError, match="BatchRGBBrightnessContrast: `image` must be uint8"):
+        B.BatchRGBBrightnessContrast()(torch.zeros(2, 3, 8, 8, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"BatchRGBGaussianBlur: `image` must be \(B, C, H, W\)"):
+        B.BatchRGBGaussianBlur()(torch.zeros(2, 3, 4, 8, 8))
+    with pytest.raises(ValueError, match="BatchHSVJitter: `label` shape"):
+        B.BatchHSVJitter()(torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 4, 8))
+    with pytest.raises(ValueError, match=r"BatchRGBGaussianBlur: `sigma` must be a \(min, max\) range"):
+        B.BatchRGBGaussianBlur(sigma=(1.0, 0.5))
+    with pytest.raises(ValueError, match="BatchHEDJitter: `sigma` must be >= 0"):
+        B.BatchHEDJitter(sigma=-0.1)
+    with pytest.raises(ValueError, match="BatchHEDJitter: `params` are for 2 samples"):
+        B.BatchHEDJitter(seed=0)(
+            torch.rand(3, 3, 8, 8), params=B.BatchHEDJitter(seed=0)(torch.rand(2, 3, 8, 8)).params
+        )
     with pytest.raises(ValueError, match=r"BatchMacenkoNormalize.*\[0, 1\]"):
         B.BatchMacenkoNormalize()(torch.full((2, 3, 8, 8), 128.0))
     with pytest.raises(ValueError, match="NaN"):

@@ -32,7 +32,7 @@ import torch
 from monai.engines.utils import PrepareBatch, PrepareBatchDefault
 from torch import nn
 
-from monai_ext.transforms.batch.intensity import BatchAugmentation, BatchAugResult
+from monai_ext.transforms.batch.base import BatchAugmentation, BatchAugResult
 
 __all__ = ["BatchAugChain", "GPUAugmentPrepareBatch"]
 

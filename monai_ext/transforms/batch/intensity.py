@@ -1,8 +1,9 @@
-"""Batched intensity augmentations (``nn.Module``) for radiology, plus the batch-layer base class.
+"""Batched intensity augmentations (``nn.Module``) for radiology.
 
 Each module takes ``(B, C, *spatial)`` (2D or 3D) on any device, draws its per-sample parameters as
 ``(B,)`` tensors from a ``torch.Generator`` living on the input's device (seeded by ``seed``), applies
-each sample with probability ``prob``, and returns a :class:`BatchAugResult` ``(image, label, params)``.
+each sample with probability ``prob``, and returns a
+:class:`~monai_ext.transforms.batch.base.BatchAugResult` ``(image, label, params)``.
 Passing ``params`` back replays the call exactly; intensity modules pass ``label`` through unchanged.
 
 Example:
@@ -17,16 +18,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import nn
 
+from monai_ext.transforms.batch.base import BatchAugmentation, value_range
 from monai_ext.transforms.functional import intensity as fi
 
 __all__ = [
-    "BatchAugResult",
-    "BatchAugmentation",
     "BatchHUWindow",
     "BatchRandGaussianNoise",
     "BatchRandGamma",
@@ -34,143 +33,6 @@ __all__ = [
     "BatchRandGaussianBlur",
     "BatchRandLowResolution",
 ]
-
-
-class BatchAugResult(NamedTuple):
-    """Output of a batch augmentation: the image, the label (or None) and the parameters to replay."""
-
-    image: torch.Tensor
-    label: torch.Tensor | None
-    params: dict[str, Any]
-
-
-def _range(
-    v: float | Sequence[float], name: str, owner: str, low: float | None = None
-) -> tuple[float, float]:
-    lo, hi = (float(v), float(v)) if isinstance(v, int | float) else (float(v[0]), float(v[1]))
-    if hi < lo or (low is not None and lo < low):
-        raise ValueError(f"{owner}: `{name}` must be a (min, max) range with min <= max, got {v}.")
-    return lo, hi
-
-
-class BatchAugmentation(nn.Module):
-    """Base class: validation, per-device seeded generator, per-sample ``prob`` and parameter replay.
-
-    Subclasses implement ``draw(image, generator) -> dict`` and ``apply(image, label, params)``.
-    ``check_finite=True`` rejects NaN/Inf images (one device sync per call; set False in hot loops
-    that validate elsewhere, e.g. inside :class:`~monai_ext.transforms.batch.hook.BatchAugChain`).
-
-    Example:
-        >>> aug = BatchRandGamma(prob=1.0, gamma=(0.5, 2.0), seed=1)
-        >>> aug(torch.rand(2, 1, 4, 4)).params["gamma"].shape
-        torch.Size([2])
-    """
-
-    transforms_label = False
-    allow_integer = False
-
-    def __init__(
-        self,
-        prob: float = 1.0,
-        seed: int | None = None,
-        num_channels: int | None = None,
-        check_finite: bool = True,
-    ) -> None:
-        super().__init__()
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"{type(self).__name__}: `prob` must be in [0, 1], got {prob}.")
-        self.prob = float(prob)
-        self.seed = seed
-        self.num_channels = num_channels
-        self.check_finite = check_finite
-        self._gen: torch.Generator | None = None
-
-    def set_seed(self, seed: int | None) -> BatchAugmentation:
-        """Reseed (drops the current generator)."""
-        self.seed, self._gen = seed, None
-        return self
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        """The module's generator on ``device`` (created and seeded on first use)."""
-        if self._gen is None or self._gen.device != device:
-            seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-            self._gen = torch.Generator(device=device)
-            self._gen.manual_seed(seed)
-        return self._gen
-
-    def validate(self, image: torch.Tensor, label: torch.Tensor | None) -> None:
-        """Raise a clear error for inputs this module cannot handle."""
-        name = type(self).__name__
-        if not isinstance(image, torch.Tensor):
-            raise TypeError(f"{name}: `image` must be a torch.Tensor, got {type(image).__name__}.")
-        if image.ndim not in (4, 5):
-            raise ValueError(
-                f"{name}: `image` must be (B, C, H, W) or (B, C, D, H, W), got {tuple(image.shape)}."
-            )
-        if image.shape[0] == 0:
-            raise ValueError(f"{name}: `image` batch is empty (B=0); expected at least one sample.")
-        if self.num_channels is not None and image.shape[1] != self.num_channels:
-            raise ValueError(f"{name}: `image` has {image.shape[1]} channels, expected {self.num_channels}.")
-        if not image.is_floating_point() and not self.allow_integer:
-            raise TypeError(f"{name}: `image` must be a floating tensor, got {image.dtype}.")
-        if self.check_finite and image.is_floating_point() and not bool(torch.isfinite(image).all()):
-            raise ValueError(f"{name}: `image` contains NaN or Inf values.")
-        if label is not None:
-            if not isinstance(label, torch.Tensor):
-                raise TypeError(f"{name}: `label` must be a torch.Tensor, got {type(label).__name__}.")
-            if (
-                label.ndim != image.ndim
-                or label.shape[0] != image.shape[0]
-                or label.shape[2:] != image.shape[2:]
-            ):
-                raise ValueError(
-                    f"{name}: `label` shape {tuple(label.shape)} does not match `image` shape "
-                    f"{tuple(image.shape)}; expected the same batch size and spatial size."
-                )
-
-    def draw(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-        """Draw per-sample parameters (subclasses)."""
-        return {}
-
-    def apply(
-        self, image: torch.Tensor, label: torch.Tensor | None, params: dict[str, Any]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Apply with the given parameters (subclasses)."""
-        raise NotImplementedError
-
-    def run(
-        self, image: torch.Tensor, label: torch.Tensor | None = None, params: dict[str, Any] | None = None
-    ) -> BatchAugResult:
-        """Draw (unless ``params`` is given) and apply, without validation."""
-        if params is None:
-            b, dev = image.shape[0], image.device
-            g = self.generator(dev)
-            if self.prob >= 1.0:
-                apply = torch.ones(b, dtype=torch.bool, device=dev)
-            else:
-                apply = torch.rand(b, generator=g, device=dev) < self.prob
-            params = {"apply": apply, **self.draw(image, g)}
-        elif params["apply"].shape[0] != image.shape[0]:
-            raise ValueError(
-                f"{type(self).__name__}: `params` are for {params['apply'].shape[0]} samples, "
-                f"`image` has {image.shape[0]}."
-            )
-        out, lab = self.apply(image, label, params)
-        return BatchAugResult(out, lab, params)
-
-    def forward(
-        self, image: torch.Tensor, label: torch.Tensor | None = None, params: dict[str, Any] | None = None
-    ) -> BatchAugResult:
-        """Validate, then draw (unless ``params`` is given) and apply."""
-        self.validate(image, label)
-        return self.run(image, label, params)
-
-    @staticmethod
-    def _mask(apply: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return apply.reshape(-1, *([1] * (x.ndim - 1)))
-
-    def _uniform(self, lo: float, hi: float, b: int, g: torch.Generator, dev: torch.device) -> torch.Tensor:
-        return torch.rand(b, generator=g, device=dev) * (hi - lo) + lo
 
 
 class BatchHUWindow(BatchAugmentation):
@@ -253,7 +115,7 @@ class BatchRandGamma(BatchAugmentation):
 
     def __init__(self, prob: float = 0.1, gamma: float | Sequence[float] = (0.5, 4.5), **kwargs):
         super().__init__(prob=prob, **kwargs)
-        self.gamma = _range(gamma, "gamma", "BatchRandGamma", low=1e-6)
+        self.gamma = value_range(gamma, "gamma", "BatchRandGamma", low=1e-6)
 
     def draw(self, image, generator):
         return {"gamma": self._uniform(*self.gamma, image.shape[0], generator, image.device)}
@@ -279,7 +141,7 @@ class BatchRandBiasField(BatchAugmentation):
         super().__init__(prob=prob, **kwargs)
         if degree < 1:
             raise ValueError(f"BatchRandBiasField: `degree` must be >= 1, got {degree}.")
-        self.degree, self.coeff_range = degree, _range(coeff_range, "coeff_range", "BatchRandBiasField")
+        self.degree, self.coeff_range = degree, value_range(coeff_range, "coeff_range", "BatchRandBiasField")
 
     def draw(self, image, generator):
         k = fi.num_bias_coeffs(image.ndim - 2, self.degree)
@@ -303,7 +165,7 @@ class BatchRandGaussianBlur(BatchAugmentation):
 
     def __init__(self, prob: float = 0.1, sigma: float | Sequence[float] = (0.5, 1.5), **kwargs: Any) -> None:
         super().__init__(prob=prob, **kwargs)
-        self.sigma = _range(sigma, "sigma", "BatchRandGaussianBlur", low=0.0)
+        self.sigma = value_range(sigma, "sigma", "BatchRandGaussianBlur", low=0.0)
         self.radius = max(1, int(4.0 * self.sigma[1] + 0.999))
 
     def draw(self, image, generator):
@@ -324,7 +186,7 @@ class BatchRandLowResolution(BatchAugmentation):
 
     def __init__(self, prob: float = 0.1, zoom: float | Sequence[float] = (0.5, 1.0), **kwargs: Any) -> None:
         super().__init__(prob=prob, **kwargs)
-        self.zoom = _range(zoom, "zoom", "BatchRandLowResolution", low=1e-3)
+        self.zoom = value_range(zoom, "zoom", "BatchRandLowResolution", low=1e-3)
         if self.zoom[1] > 1.0:
             raise ValueError(f"BatchRandLowResolution: `zoom` must lie in (0, 1], got {zoom}.")
 

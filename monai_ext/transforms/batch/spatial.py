@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from monai_ext.transforms.batch.intensity import BatchAugmentation, BatchAugResult
+from monai_ext.transforms.batch.base import BatchAugmentation, BatchAugResult
 from monai_ext.transforms.functional import spatial as fs
 
 __all__ = ["BatchRandAffine", "BatchRandElastic", "BatchRandFlip", "BatchLabelBalancedCrop"]

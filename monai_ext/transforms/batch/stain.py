@@ -1,19 +1,40 @@
 """Batched histology augmentations and normalisers (``nn.Module``) for (B, 3, H, W) batches on the device.
 
-Random modules draw per-sample parameters as (B,) tensors from a ``torch.Generator`` on the input's
-device (seeded by ``seed``; no host copies), apply them with probability ``prob`` per sample, keep
-them in ``self.last_params`` and replay them with ``forward(x, params=...)``. Samples not drawn for
-augmentation come back bit-identical. ``validate=True`` checks the value range once per batch
-(one host sync; uint8 0..255 or float [0, 1]); set it False inside tight GPU loops.
+The random modules are :class:`~monai_ext.transforms.batch.base.BatchAugmentation` subclasses: they
+draw per-sample parameters as (B,)-leading tensors from a ``torch.Generator`` on the input's device
+(seeded by ``seed``; no host copies), apply them with probability ``prob`` per sample and return a
+``BatchAugResult(image, label, params)``; ``forward(x, params=...)`` replays a call. Samples not drawn
+for augmentation come back bit-identical. The RGB modules pass ``label`` through; ``BatchDihedral2D``
+applies the same element to the label. ``check_finite=True`` checks the RGB value range once per
+batch (one host sync; uint8 0..255 or float [0, 1], no NaN); set it False inside tight GPU loops.
+
+The normalisers (:class:`BatchMacenkoNormalize`, :class:`BatchReinhardNormalize`) are deterministic
+and return ``(images, passthrough (B,) bool)``.
+
+Example:
+    >>> import torch
+    >>> from monai_ext.transforms.batch import BatchAugChain, BatchDihedral2D, BatchHEDJitter
+    >>> chain = BatchAugChain([BatchHEDJitter(prob=0.5, seed=0), BatchDihedral2D(prob=0.5, seed=0)])
+    >>> x, lab = torch.rand(4, 3, 8, 8), torch.zeros(4, 1, 8, 8, dtype=torch.long)
+    >>> out = chain(x, lab)
+    >>> torch.equal(chain(x, lab, params=out.params).image, out.image)
+    True
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from monai_ext.transforms.batch.base import (
+    BatchAugmentation,
+    check_batch_image,
+    check_batch_label,
+    value_range,
+)
 from monai_ext.transforms.functional import stain as F
 
 __all__ = [
@@ -27,76 +48,53 @@ __all__ = [
 ]
 
 
-def _check(x: Tensor, name: str, validate: bool, rgb: bool = True) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name}: expected a (B, C, H, W) batch tensor, got {shape}.")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name}: empty batch (B = 0).")
-    if rgb and validate:
-        F.check_rgb(x, f"{name}: input")
+def _check_rgb_batch(x: Tensor, owner: str, check_values: bool) -> None:
+    """(B, 3, H, W) uint8 or floating batch; with ``check_values`` also the RGB range (one sync)."""
+    check_batch_image(x, owner, spatial_dims=(2,), num_channels=3, allow_integer=True, check_finite=False)
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise TypeError(
+            f"{owner}: `image` must be uint8 (0..255) or floating point in [0, 1], got {x.dtype}."
+        )
+    if check_values:
+        F.check_rgb(x, f"{owner}: `image`")
 
 
-class _BatchRandom(nn.Module):
-    """Shared machinery: device generator, per-sample ``prob``, ``last_params`` and replay."""
+def _non_negative(owner: str, **values: float) -> None:
+    for name, v in values.items():
+        if v < 0:
+            raise ValueError(f"{owner}: `{name}` must be >= 0, got {v}.")
 
-    name = ""
-    rgb = True
 
-    def __init__(self, prob: float = 0.5, seed: int | None = None, validate: bool = True) -> None:
-        super().__init__()
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"{type(self).__name__}: `prob` must be in [0, 1], got {prob}.")
-        self.prob, self.seed, self.validate = prob, seed, validate
-        self._gen: torch.Generator | None = None
-        self.last_params: dict[str, Tensor] | None = None
+class _RGBAugmentation(BatchAugmentation):
+    """Per-sample RGB augmentation: (B, 3, H, W) uint8 or float [0, 1]; label passes through."""
 
-    def set_seed(self, seed: int | None) -> None:
-        """Restart the random stream (on the next batch's device)."""
-        self.seed, self._gen = seed, None
+    allow_integer = True
+    spatial_dims = (2,)
 
-    def generator(self, device: torch.device) -> torch.Generator:
-        if self._gen is None or self._gen.device != device:
-            self._gen = torch.Generator(device=device)
-            if self.seed is None:
-                self._gen.seed()
-            else:
-                self._gen.manual_seed(self.seed)
-        return self._gen
+    def __init__(self, prob: float = 0.5, seed: int | None = None, check_finite: bool = True) -> None:
+        super().__init__(prob=prob, seed=seed, num_channels=3, check_finite=check_finite)
 
-    def _uniform(self, b: int, low: float, high: float, g: torch.Generator, dev, *shape: int) -> Tensor:
-        return torch.rand((b, *shape), generator=g, device=dev) * (high - low) + low
+    def validate(self, image: Tensor, label: Tensor | None) -> None:
+        """Shape, dtype and (with ``check_finite``) the RGB value range: uint8 0..255 or float [0, 1]."""
+        _check_rgb_batch(image, type(self).__name__, self.check_finite)
+        check_batch_label(label, image, type(self).__name__)
 
-    def sample(self, b: int, device: torch.device) -> dict[str, Tensor]:
-        """Draw parameters for a batch of ``b``: always an ``apply`` (B,) bool entry."""
-        g = self.generator(device)
-        params = {"apply": torch.rand(b, generator=g, device=device) < self.prob}
-        params.update(self._sample(b, g, device))
-        return params
-
-    def _sample(self, b: int, g: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    def transform(self, image: Tensor, params: dict[str, Any]) -> Tensor:
+        """The RGB kernel on the whole batch (subclasses)."""
         raise NotImplementedError
 
-    def _apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
-        _check(x, type(self).__name__, self.validate, self.rgb)
-        if params is None:
-            params = self.sample(x.shape[0], x.device)
-        self.last_params = params
-        out = self._apply(x, params)
-        return torch.where(params["apply"].to(x.device)[:, None, None, None], out, x)
+    def apply(self, image, label, params):
+        out = self.transform(image, params)
+        return torch.where(self._mask(params["apply"], image), out, image), label
 
 
-class BatchHEDJitter(_BatchRandom):
+class BatchHEDJitter(_RGBAugmentation):
     """Tellez et al. 2018 HED augmentation per sample: ``alpha ~ U(1 - sigma, 1 + sigma)``,
     ``beta ~ U(-bias, bias)``, (B, 3) each, in scikit-image HED units.
 
     Example:
-        >>> aug = BatchHEDJitter(prob=1.0, seed=0)
-        >>> y = aug(torch.rand(4, 3, 8, 8))
-        >>> aug.last_params["alpha"].shape
+        >>> out = BatchHEDJitter(prob=1.0, seed=0)(torch.rand(4, 3, 8, 8))
+        >>> out.params["alpha"].shape
         torch.Size([4, 3])
     """
 
@@ -106,26 +104,28 @@ class BatchHEDJitter(_BatchRandom):
         sigma: float = 0.05,
         bias: float = 0.05,
         seed: int | None = None,
-        validate: bool = True,
+        check_finite: bool = True,
     ) -> None:
-        super().__init__(prob, seed, validate)
+        super().__init__(prob, seed, check_finite)
+        _non_negative("BatchHEDJitter", sigma=sigma, bias=bias)
         self.sigma, self.bias = sigma, bias
 
-    def _sample(self, b, g, device):
+    def draw(self, image, generator):
+        b, dev = image.shape[0], image.device
         return {
-            "alpha": self._uniform(b, 1 - self.sigma, 1 + self.sigma, g, device, 3),
-            "beta": self._uniform(b, -self.bias, self.bias, g, device, 3),
+            "alpha": self._uniform(1 - self.sigma, 1 + self.sigma, b, generator, dev, 3),
+            "beta": self._uniform(-self.bias, self.bias, b, generator, dev, 3),
         }
 
-    def _apply(self, x, params):
-        return F.hed_jitter(x, params["alpha"], params["beta"])
+    def transform(self, image, params):
+        return F.hed_jitter(image, params["alpha"], params["beta"])
 
 
-class BatchHSVJitter(_BatchRandom):
+class BatchHSVJitter(_RGBAugmentation):
     """Per-sample hue shift ``U(-hue, hue)``, saturation / value factors ``U(1 - s, 1 + s)``.
 
     Example:
-        >>> BatchHSVJitter(prob=1.0, seed=0)(torch.rand(2, 3, 8, 8)).shape
+        >>> BatchHSVJitter(prob=1.0, seed=0)(torch.rand(2, 3, 8, 8)).image.shape
         torch.Size([2, 3, 8, 8])
     """
 
@@ -136,27 +136,29 @@ class BatchHSVJitter(_BatchRandom):
         saturation: float = 0.2,
         value: float = 0.2,
         seed: int | None = None,
-        validate: bool = True,
+        check_finite: bool = True,
     ) -> None:
-        super().__init__(prob, seed, validate)
+        super().__init__(prob, seed, check_finite)
+        _non_negative("BatchHSVJitter", hue=hue, saturation=saturation, value=value)
         self.hue, self.saturation, self.value = hue, saturation, value
 
-    def _sample(self, b, g, device):
+    def draw(self, image, generator):
+        b, dev = image.shape[0], image.device
         return {
-            "hue": self._uniform(b, -self.hue, self.hue, g, device),
-            "saturation": self._uniform(b, 1 - self.saturation, 1 + self.saturation, g, device),
-            "value": self._uniform(b, 1 - self.value, 1 + self.value, g, device),
+            "hue": self._uniform(-self.hue, self.hue, b, generator, dev),
+            "saturation": self._uniform(1 - self.saturation, 1 + self.saturation, b, generator, dev),
+            "value": self._uniform(1 - self.value, 1 + self.value, b, generator, dev),
         }
 
-    def _apply(self, x, params):
-        return F.hsv_jitter(x, params["hue"], params["saturation"], params["value"])
+    def transform(self, image, params):
+        return F.hsv_jitter(image, params["hue"], params["saturation"], params["value"])
 
 
-class BatchRGBBrightnessContrast(_BatchRandom):
+class BatchRGBBrightnessContrast(_RGBAugmentation):
     """Per-sample brightness offset ``U(-brightness, brightness)`` and contrast ``U(1 - c, 1 + c)``.
 
     Example:
-        >>> BatchRGBBrightnessContrast(prob=1.0, seed=0)(torch.rand(2, 3, 8, 8)).shape
+        >>> BatchRGBBrightnessContrast(prob=1.0, seed=0)(torch.rand(2, 3, 8, 8)).image.shape
         torch.Size([2, 3, 8, 8])
     """
 
@@ -166,91 +168,81 @@ class BatchRGBBrightnessContrast(_BatchRandom):
         brightness: float = 0.1,
         contrast: float = 0.2,
         seed: int | None = None,
-        validate: bool = True,
+        check_finite: bool = True,
     ) -> None:
-        super().__init__(prob, seed, validate)
+        super().__init__(prob, seed, check_finite)
+        _non_negative("BatchRGBBrightnessContrast", brightness=brightness, contrast=contrast)
         self.brightness, self.contrast = brightness, contrast
 
-    def _sample(self, b, g, device):
+    def draw(self, image, generator):
+        b, dev = image.shape[0], image.device
         return {
-            "brightness": self._uniform(b, -self.brightness, self.brightness, g, device),
-            "contrast": self._uniform(b, 1 - self.contrast, 1 + self.contrast, g, device),
+            "brightness": self._uniform(-self.brightness, self.brightness, b, generator, dev),
+            "contrast": self._uniform(1 - self.contrast, 1 + self.contrast, b, generator, dev),
         }
 
-    def _apply(self, x, params):
-        return F.rgb_brightness_contrast(x, params["brightness"], params["contrast"])
+    def transform(self, image, params):
+        return F.rgb_brightness_contrast(image, params["brightness"], params["contrast"])
 
 
-class BatchRGBGaussianBlur(_BatchRandom):
+class BatchRGBGaussianBlur(_RGBAugmentation):
     """Per-sample Gaussian blur, ``sigma ~ U(*sigma)`` pixels (kernel radius from the upper bound).
 
     Example:
-        >>> BatchRGBGaussianBlur(prob=1.0, seed=0)(torch.rand(2, 3, 16, 16)).shape
+        >>> BatchRGBGaussianBlur(prob=1.0, seed=0)(torch.rand(2, 3, 16, 16)).image.shape
         torch.Size([2, 3, 16, 16])
     """
 
     def __init__(
         self,
         prob: float = 0.5,
-        sigma: tuple[float, float] = (0.1, 1.5),
+        sigma: float | Sequence[float] = (0.1, 1.5),
         seed: int | None = None,
-        validate: bool = True,
+        check_finite: bool = True,
     ) -> None:
-        super().__init__(prob, seed, validate)
-        if len(sigma) != 2 or not 0 <= sigma[0] <= sigma[1]:
-            raise ValueError(
-                f"BatchRGBGaussianBlur: `sigma` must be (low, high), 0 <= low <= high, got {sigma}."
-            )
-        self.sigma = (float(sigma[0]), float(sigma[1]))
+        super().__init__(prob, seed, check_finite)
+        self.sigma = value_range(sigma, "sigma", "BatchRGBGaussianBlur", low=0.0)
 
-    def _sample(self, b, g, device):
-        return {"sigma": self._uniform(b, *self.sigma, g, device)}
+    def draw(self, image, generator):
+        return {"sigma": self._uniform(*self.sigma, image.shape[0], generator, image.device)}
 
-    def _apply(self, x, params):
-        return F.rgb_gaussian_blur(x, params["sigma"], max_sigma=self.sigma[1])
+    def transform(self, image, params):
+        return F.rgb_gaussian_blur(image, params["sigma"], max_sigma=self.sigma[1])
 
 
-class BatchDihedral2D(_BatchRandom):
+class BatchDihedral2D(BatchAugmentation):
     """Per-sample dihedral element ``k`` in 0..7 (square patches), the same for image and label.
 
-    ``forward(img, label=None, params=None)`` returns ``img`` or ``(img, label)``; any dtype and
-    channel count (pure index permutation, so labels stay exact).
+    Any dtype and channel count for image and label (a pure index permutation, so labels stay
+    exact); samples not drawn get ``k = 0`` (identity).
 
     Example:
-        >>> aug = BatchDihedral2D(prob=1.0, seed=0)
-        >>> img, lab = aug(torch.rand(2, 3, 8, 8), torch.zeros(2, 1, 8, 8))
-        >>> aug.last_params["k"].shape
-        torch.Size([2])
+        >>> out = BatchDihedral2D(prob=1.0, seed=0)(torch.rand(2, 3, 8, 8), torch.zeros(2, 1, 8, 8))
+        >>> out.params["k"].shape, out.label.shape
+        (torch.Size([2]), torch.Size([2, 1, 8, 8]))
     """
 
-    rgb = False
+    transforms_label = True
+    allow_integer = True
+    spatial_dims = (2,)
 
-    def __init__(self, prob: float = 0.5, seed: int | None = None) -> None:
-        super().__init__(prob, seed, validate=False)
+    def __init__(self, prob: float = 0.5, seed: int | None = None, check_finite: bool = True) -> None:
+        super().__init__(prob=prob, seed=seed, check_finite=check_finite)
 
-    def _sample(self, b, g, device):
-        return {"k": torch.randint(0, 8, (b,), generator=g, device=device)}
-
-    def _apply(self, x, params):
-        k = torch.where(params["apply"].to(x.device), params["k"].to(x.device), 0)
-        return F.dihedral_2d(x, k)
-
-    def forward(  # type: ignore[override]
-        self, img: Tensor, label: Tensor | None = None, params: dict[str, Tensor] | None = None
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        _check(img, "BatchDihedral2D", False, False)
-        if label is not None and (
-            label.ndim != 4 or label.shape[0] != img.shape[0] or label.shape[2:] != img.shape[2:]
-        ):
+    def validate(self, image, label):
+        super().validate(image, label)
+        if image.shape[-1] != image.shape[-2]:
             raise ValueError(
-                f"BatchDihedral2D: `label` must be (B, C', H, W) like `img` {tuple(img.shape)} in B, H, W; "
-                f"got {tuple(label.shape)}"
+                f"BatchDihedral2D: `image` must be square (H == W) for per-sample rotations, "
+                f"got {tuple(image.shape)}."
             )
-        if params is None:
-            params = self.sample(img.shape[0], img.device)
-        self.last_params = params
-        out = self._apply(img, params)
-        return out if label is None else (out, self._apply(label, params))
+
+    def draw(self, image, generator):
+        return {"k": torch.randint(0, 8, (image.shape[0],), generator=generator, device=image.device)}
+
+    def apply(self, image, label, params):
+        k = torch.where(params["apply"], params["k"], 0)
+        return F.dihedral_2d(image, k), None if label is None else F.dihedral_2d(label, k)
 
 
 class BatchMacenkoNormalize(nn.Module):
@@ -328,7 +320,7 @@ class BatchMacenkoNormalize(nn.Module):
         self.slide_fit = None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        _check(x, "BatchMacenkoNormalize", self.validate)
+        _check_rgb_batch(x, "BatchMacenkoNormalize", self.validate)
         return F.macenko_normalize(
             x, self.target_stains, self.target_max_conc, fit=self.slide_fit, **self.kwargs
         )
@@ -395,6 +387,6 @@ class BatchReinhardNormalize(nn.Module):
         return fit
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        _check(x, "BatchReinhardNormalize", self.validate)
+        _check_rgb_batch(x, "BatchReinhardNormalize", self.validate)
         kw = {} if self.slide_fit is not None else self.kwargs
         return F.reinhard_normalize(x, self.target_mean, self.target_std, fit=self.slide_fit, **kw)
