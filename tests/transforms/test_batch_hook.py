@@ -164,3 +164,19 @@ def test_chain_bad_input():
         _chain()(nan)
     with pytest.raises(ValueError, match="`params` has 1 entries, expected 3"):
         _chain()(torch.rand(2, 1, 4, 4, 4), params=[{}])
+
+
+def test_class_labels_pass_through_unchanged():
+    """A (B,) class label is not spatial: the image is augmented, the label comes back as it was."""
+    from monai_ext.transforms.batch import BatchDihedral2D
+
+    prep = GPUAugmentPrepareBatch(BatchDihedral2D(prob=1.0, seed=0))
+    image = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4) / 100
+    label = torch.tensor([1, 3])
+    out_image, out_label = prep({"image": image, "label": label}, device="cpu")
+    assert torch.equal(out_label, label)
+    assert out_image.shape == image.shape and not torch.equal(out_image, image)
+    with pytest.raises(ValueError, match="label"):
+        GPUAugmentPrepareBatch(BatchDihedral2D(prob=1.0, seed=0), augment_label=True)(
+            {"image": image, "label": label}, device="cpu"
+        )

@@ -96,6 +96,8 @@ class GPUAugmentPrepareBatch(PrepareBatch):
         augment: a :class:`BatchAugmentation` or :class:`BatchAugChain` (or any module returning a
             :class:`BatchAugResult`); None disables augmentation.
         enabled: the one switch a bundle config flips; False makes this ``PrepareBatchDefault``.
+        augment_label: transform the label with the image. None (default): only when the label is
+            spatial (same number of dimensions as the image), so class or survival targets pass through.
 
     The augmented image and label come back as plain tensors (their per-sample metadata no longer
     describes the augmented voxels); augmentation runs under ``torch.no_grad``.
@@ -106,13 +108,16 @@ class GPUAugmentPrepareBatch(PrepareBatch):
         torch.Size([1, 1, 2, 2])
     """
 
-    def __init__(self, augment: nn.Module | None, enabled: bool = True) -> None:
+    def __init__(
+        self, augment: nn.Module | None, enabled: bool = True, augment_label: bool | None = None
+    ) -> None:
         if augment is not None and not callable(augment):
             raise TypeError(
                 f"GPUAugmentPrepareBatch: `augment` must be a module, got {type(augment).__name__}."
             )
         self.augment = augment
         self.enabled = bool(enabled)
+        self.augment_label = augment_label
         self._default = PrepareBatchDefault()
 
     def __call__(
@@ -129,6 +134,8 @@ class GPUAugmentPrepareBatch(PrepareBatch):
         image, label = prepared if isinstance(prepared, tuple) else (prepared, None)
         image = image.as_tensor() if hasattr(image, "as_tensor") else image
         label = label.as_tensor() if hasattr(label, "as_tensor") else label
+        spatial = label is not None and label.ndim == image.ndim
+        with_label = spatial if self.augment_label is None else (self.augment_label and label is not None)
         with torch.no_grad():
-            res = self.augment(image, label)
-        return res.image, res.label
+            res = self.augment(image, label if with_label else None)
+        return res.image, (res.label if with_label else label)
