@@ -154,3 +154,49 @@ def test_bad_options(tmp_path):
     with pytest.raises(ValueError, match="unknown option"):
         generate("he_patches", tmp_path / "y", n=4, seed=0, colour="blue")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def _threshold_detector(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trivial nuclei detector: Otsu on haematoxylin optical density, one box per connected component.
+
+    Returns MONAI-convention boxes [r0, c0, r1, c1] (exclusive max) and scores (mean density).
+    """
+    from scipy import ndimage
+    from skimage.color import rgb2hed
+    from skimage.filters import threshold_otsu
+
+    h = rgb2hed(rgb)[..., 0]
+    mask = h > threshold_otsu(h)
+    labels, n = ndimage.label(mask)
+    boxes, scores = [], []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None or (labels[sl] == i).sum() < 4:
+            continue
+        boxes.append([sl[0].start, sl[1].start, sl[0].stop, sl[1].stop])
+        scores.append(float(h[labels == i].mean()))
+    return np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(scores, dtype=float)
+
+
+def test_threshold_nuclei_detector_is_far_below_target(data, datalist):
+    """Detection target is mAP@0.5 >= 0.80: a threshold + connected-components detector stays <= 0.65."""
+    pytest.importorskip("skimage")
+    from monai.apps.detection.metrics.coco import COCOMetric
+    from monai.apps.detection.metrics.matching import matching_batch
+    from monai.data.box_utils import box_iou
+
+    items = [it for it in datalist["test"] if it["boxes"]]
+    assert len(items) >= 20
+    preds = [_threshold_detector(_load(data, it["image"])) for it in items]
+    metric = COCOMetric(classes=["nucleus"], iou_list=[0.5], max_detection=[100], verbose=False)
+    results = matching_batch(
+        iou_fn=box_iou,
+        iou_thresholds=metric.iou_thresholds,
+        pred_boxes=[p[0] for p in preds],
+        pred_classes=[np.zeros(len(p[0]), dtype=int) for p in preds],
+        pred_scores=[p[1] for p in preds],
+        gt_boxes=[np.asarray(it["boxes"], dtype=float).reshape(-1, 4) for it in items],
+        gt_classes=[np.zeros(len(it["boxes"]), dtype=int) for it in items],
+    )
+    summary = metric(results)[0]
+    ap50 = float(summary["AP_IoU_0.50_MaxDet_100"])
+    assert 0.0 < ap50 <= 0.65, f"threshold detector mAP@0.5 = {ap50:.3f}"

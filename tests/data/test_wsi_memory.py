@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monai_ext.data.synthetic import generate
-
 tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("skimage")
 
@@ -20,9 +18,8 @@ MB = 2**20
 
 
 @pytest.fixture(scope="module")
-def big_slide(tmp_path_factory) -> Path:
-    out = generate("wsi", tmp_path_factory.mktemp("wsi_16k") / "d", n=1, seed=1, size=BIG)
-    return out / "slides" / "slide_000.tif"
+def big_slide(wsi_16k) -> Path:
+    return Path(wsi_16k["slide"])
 
 
 def _peak(fn):
