@@ -140,7 +140,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 #: name -> module with ``add_parser(subparsers)``: later subcommands register here.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("monai_ext.data.dicom.cli", "monai_ext.bundle.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "monai_ext.data.dicom.cli",
+    "monai_ext.bundle.cli",
+    "monai_ext.registration.cli",
+    "monai_ext.label.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
