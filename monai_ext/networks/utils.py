@@ -59,8 +59,11 @@ def resolve_presence(
     """Check ``image`` against the multimodal convention and return a ``(B, M)`` bool presence mask.
 
     Raises ``ValueError`` naming the network ``name``, the argument and the expected shape when
-    ``image`` has the wrong number of channels or dimensions, ``presence`` has the wrong shape, or a
-    sample has no modality present.
+    ``image`` has the wrong number of channels or dimensions, ``presence`` has the wrong shape, or an
+    explicit ``presence`` row is all False. When presence is inferred, a sample whose channels are all
+    zero (a background window of a sliding-window inference, say) counts every modality as present:
+    its input is all zeros either way, so the network gives its response to an empty image instead of
+    failing the whole batch.
 
     Example:
         >>> resolve_presence(torch.ones(1, 2, 4, 4), None, 2, 1, 2, "Net").tolist()
@@ -75,7 +78,7 @@ def resolve_presence(
     b = image.shape[0]
     if presence is None:
         mask = infer_presence(image, num_modalities)
-        arg = "image (presence inferred from all-zero channels)"
+        return mask | ~mask.any(dim=1, keepdim=True)
     else:
         if presence.dim() != 2 or presence.shape[0] != b or presence.shape[1] != num_modalities:
             raise ValueError(
@@ -83,12 +86,11 @@ def resolve_presence(
                 f"got {list(presence.shape)}."
             )
         mask = presence.to(image.device) != 0
-        arg = "presence"
     empty = ~mask.any(dim=1)
     if bool(empty.any()):
         idx: list[int] = torch.nonzero(empty).flatten().tolist()
         raise ValueError(
-            f"{name}: `{arg}` has no modality present for batch item(s) {idx}; "
+            f"{name}: `presence` has no modality present for batch item(s) {idx}; "
             f"at least one of the {num_modalities} modalities is needed."
         )
     return mask
