@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,16 @@ def test_train_smoke_learns_and_infers(data, tmp_path):
     probs = np.array([[float(v) for v in r[1:]] for r in rows])
     assert probs.shape == (192, 4)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("config", ["train", "inference"])
+def test_default_dataset_dir_generates_data(config, tmp_path, monkeypatch):
+    """With no --dataset_dir, the config generates (and caches) the default synthetic data set."""
+    from monai.bundle import ConfigParser
+
+    monkeypatch.setenv("MONAI_EXT_CACHE", str(tmp_path))
+    parser = ConfigParser()
+    parser.read_config(configs(NAME, config)[0])
+    dataset_dir = parser.get_parsed_content("dataset_dir")
+    assert dataset_dir.startswith(str(tmp_path))
+    assert (Path(dataset_dir) / "datalist.json").is_file()
