@@ -1,0 +1,210 @@
+"""ct_organ_segmentation bundle: metadata, network I/O, a CPU smoke schedule that learns, NIfTI and DICOM
+inference inverted onto the input grid, and a clear error for a wrong dataset_dir."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
+from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
+from monai.transforms import LoadImage
+
+from monai_ext.data.dicom import DicomSeriesReader
+from monai_ext.data.synthetic import generate
+from monai_ext.networks.segmentation import build_unet
+
+NAME = "ct_organ_segmentation"
+META = str(BUNDLES / NAME / "configs" / "metadata.json")
+# CPU smoke schedule: 8 cases of 64 x 64 x 16 voxels at 4.5 x 4.5 x 8 mm (4 train, 2 val, 2 test),
+# a 4-level UNet (8..64 channels), 64 x 64 x 16 patches, 2 x 2 patches per iteration, GPU-style batch
+# augmentation on (the default): 20 epochs = 40 iterations.
+SMOKE = {
+    "spacing": [4.5, 4.5, 8.0],
+    "patch_size": [64, 64, 16],
+    "unet_channels": [8, 16, 32, 64],
+    "learning_rate": 0.01,
+}
+EPOCHS, ITERATIONS = 20, 40
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ct") / "data"
+    return str(generate("ct_abdomen", out, n=8, seed=1, shape=(64, 64, 16), spacing=(4.5, 4.5, 8.0)))
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda p: p.stem)
+def test_metadata_validates_offline(schema):
+    verify_metadata(meta_file=META, filepath=str(schema))
+
+
+def test_network_in_out(data):
+    verify_net_in_out(
+        net_id="network_def", meta_file=META, config_file=configs(NAME, "train")[0], dataset_dir=data
+    )
+
+
+def test_default_dataset_dir_is_the_cached_synthetic_set(data, monkeypatch):
+    import monai_ext.data.synthetic as synthetic
+
+    kinds = []
+    monkeypatch.setattr(synthetic, "default_dataset", lambda kind: kinds.append(kind) or data)
+    for mode in (["train"], ["train", "evaluate"], ["train", "multi_gpu_train"]):
+        parser = ConfigParser()
+        parser.read_config(configs(NAME, *mode))
+        assert len(parser.get_parsed_content("train#datalist")) == 4
+        assert parser.get_parsed_content("check_dataset") and parser.get_parsed_content("check_files")
+    parser = ConfigParser()
+    parser.read_config(configs(NAME, "inference"))
+    assert len(parser.get_parsed_content("datalist")) == 8
+    assert kinds == ["ct_abdomen"] * 4
+
+
+def test_wrong_dataset_dir_is_named_before_training(tmp_path):
+    missing = tmp_path / "no_such_data"
+    with pytest.raises(RuntimeError) as err:
+        workflow(NAME, ["train"], bundle_root=str(tmp_path), dataset_dir=str(missing))
+    cause = err.value.__cause__
+    assert isinstance(cause, FileNotFoundError), repr(cause)
+    assert str(missing) in str(cause) and "dataset.json" in str(cause) and "--dataset_dir" in str(cause)
+    assert not (tmp_path / "models" / "model.pt").exists()
+
+
+def test_datalist_naming_missing_files_is_named(data, tmp_path):
+    (tmp_path / "dataset.json").write_text(open(f"{data}/dataset.json").read())  # no images next to it
+    with pytest.raises(RuntimeError) as err:
+        workflow(NAME, ["train"], bundle_root=str(tmp_path), dataset_dir=str(tmp_path))
+    cause = err.value.__cause__
+    assert isinstance(cause, FileNotFoundError) and "names missing files" in str(cause)
+    assert str(tmp_path / "imagesTr" / "case_000.nii.gz") in str(cause)
+
+
+def test_finetune_ckpt_adds_a_loader_first(data, tmp_path):
+    from monai.handlers import CheckpointLoader
+
+    parser = ConfigParser()
+    parser.read_config(configs(NAME, "train"))
+    parser.update({"dataset_dir": data, "finetune_ckpt": str(tmp_path / "start.pt"), **SMOKE})
+    handlers = parser.get_parsed_content("train#trainer#train_handlers")
+    assert isinstance(handlers[0], CheckpointLoader) and handlers[0].load_path == str(tmp_path / "start.pt")
+    assert not handlers[0].strict_shape  # a new num_classes skips the mismatched output layer
+    parser.update({"finetune_ckpt": ""})
+    parser.parse()
+    assert not isinstance(parser.get_parsed_content("train#trainer#train_handlers")[0], CheckpointLoader)
+
+
+def _evaluate(data, root, **overrides) -> dict[str, float]:
+    wf = workflow(
+        NAME,
+        ["train", "evaluate"],
+        "eval",
+        bundle_root=str(root),
+        dataset_dir=data,
+        output_dir=str(root / "eval"),
+        **{**SMOKE, **overrides},
+    )
+    wf.run()
+    wf.finalize()
+    return {k: float(v) for k, v in csv.reader(open(root / "eval" / "metrics.csv"))}
+
+
+def _infer(root, out, **overrides) -> None:
+    wf = workflow(
+        NAME, ["inference"], "infer", bundle_root=str(root), output_dir=str(out), **{**SMOKE, **overrides}
+    )
+    wf.run()
+    wf.finalize()
+
+
+@pytest.mark.slow
+def test_train_smoke_learns_evaluates_and_infers(data, tmp_path):
+    untrained = _evaluate(data, tmp_path / "untrained", load_checkpoint=False)
+
+    wf = workflow(NAME, ["train"], bundle_root=str(tmp_path), dataset_dir=data, epochs=EPOCHS, **SMOKE)
+    losses = record_losses(wf.parser.get_parsed_content("train#trainer"))
+    wf.run()
+    wf.finalize()
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert len(losses) == ITERATIONS
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
+
+    trained = _evaluate(data, tmp_path)
+    names = ["dice_liver", "dice_spleen", "dice_left_kidney", "dice_right_kidney", "dice_spine"]
+    assert set(names) | {"mean_dice", "hd95"} <= set(trained)
+    assert trained["mean_dice"] >= untrained["mean_dice"] + 0.1, (trained, untrained)
+    assert trained["dice_liver"] > 0.4, trained
+
+    # NIfTI input, resampled to a different grid for the network: masks come back on the input grid
+    image = f"{data}/imagesTr/case_007.nii.gz"
+    _infer(tmp_path, tmp_path / "nii", input_glob=image, spacing=[5.0, 5.0, 6.0], patch_size=[64, 64, 32])
+    src, seg = nib.load(image), nib.load(tmp_path / "nii" / "case_007_seg.nii.gz")
+    assert seg.shape == src.shape
+    np.testing.assert_allclose(seg.affine, src.affine, atol=1e-4)
+    mask = np.asarray(seg.dataobj)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= set(range(6)) and (mask == 1).sum() > 0
+
+    # the same case as a DICOM series folder (LPS slices): the mask lands on the DICOM grid and
+    # matches the NIfTI result voxel for voxel once flipped back to RAS
+    folder = f"{data}/dicom/case_007"
+    _infer(
+        tmp_path,
+        tmp_path / "dcm",
+        input_glob=folder,
+        input_is_dicom=True,
+        spacing=[5.0, 5.0, 6.0],
+        patch_size=[64, 64, 32],
+    )
+    dcm = LoadImage(reader=DicomSeriesReader(), image_only=True)(folder)
+    seg_d = nib.load(tmp_path / "dcm" / "case_007_seg.nii.gz")
+    assert seg_d.shape == tuple(dcm.shape)
+    np.testing.assert_allclose(seg_d.affine, dcm.affine.numpy(), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(seg_d.dataobj)[::-1, ::-1], mask)
+
+    # the trained network exports to TorchScript and gives the same logits
+    ts = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts),
+        ckpt_file=str(tmp_path / "models" / "model.pt"),
+        meta_file=META,
+        config_file=configs(NAME, "inference")[0],
+        unet_channels=SMOKE["unet_channels"],
+    )
+    net = build_unet(3, 1, 6, channels=SMOKE["unet_channels"], strides=[2, 2, 2]).eval()
+    net.load_state_dict(torch.load(tmp_path / "models" / "model.pt", map_location="cpu"))
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(ts))(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_multi_gpu_train_two_gloo_processes(data, tmp_path):
+    cfg = BUNDLES / NAME / "configs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", str(configs(NAME, "train", "multi_gpu_train"))]
+    cmd += ["--meta_file", str(cfg / "metadata.json"), "--logging_file", str(cfg / "logging.conf")]
+    cmd += ["--bundle_root", str(tmp_path), "--dataset_dir", data, "--epochs", "1", "--val_interval", "1"]
+    for key, value in SMOKE.items():
+        cmd += [f"--{key}", json.dumps(value)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "val_mean_dice" in proc.stdout + proc.stderr
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu")
+    net = build_unet(3, 1, 6, channels=SMOKE["unet_channels"], strides=[2, 2, 2])
+    net.load_state_dict(state)  # strict: saved unwrapped from DDP, no "module." prefix
+
+
+def test_inference_input_glob_matching_nothing_is_named(tmp_path):
+    with pytest.raises(RuntimeError) as err:
+        _infer(tmp_path, tmp_path / "out", input_glob=str(tmp_path / "*.nii.gz"))
+    assert isinstance(err.value.__cause__, FileNotFoundError)
+    assert "input_glob" in str(err.value.__cause__) and str(tmp_path) in str(err.value.__cause__)
