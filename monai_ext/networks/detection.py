@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
 from monai.apps.detection.networks.retinanet_network import RetinaNet, resnet_fpn_feature_extractor
 from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
+from monai.networks.blocks.backbone_fpn_utils import BackboneWithFPN, LastLevelMaxPool
 from monai.networks.nets import resnet
 
 __all__ = [
@@ -136,8 +137,12 @@ def build_retinanet(
     layers: Sequence[int] = (3, 4, 6, 3),
     block_inplanes: Sequence[int] = (64, 128, 256, 512),
     norm: str | tuple = "batch",
+    fpn_channels: int = 256,
 ) -> RetinaNet:
     """MONAI ``RetinaNet`` over a ResNet-FPN backbone (defaults: ResNet50, as in MONAI's LUNA16 tutorial).
+
+    ``fpn_channels`` sets the FPN width (MONAI's extractor fixes 256; smaller widths make CPU runs and
+    small data sets practical).
 
     ``size_divisible`` is derived as in the tutorial: ``conv1_t_stride * 2 * 2**max(returned_layers)``.
     The returned network is TorchScript-scriptable; the detector around it is not (see
@@ -167,13 +172,25 @@ def build_retinanet(
         conv1_t_size=conv1_t_size,
         norm=norm,
     )
-    feature_extractor = resnet_fpn_feature_extractor(
-        backbone=backbone,
-        spatial_dims=spatial_dims,
-        pretrained_backbone=False,
-        trainable_backbone_layers=None,
-        returned_layers=list(returned_layers),
-    )
+    if fpn_channels < 1:
+        raise ValueError(f"build_retinanet: `fpn_channels` must be a positive integer, got {fpn_channels}.")
+    if fpn_channels == 256:
+        feature_extractor = resnet_fpn_feature_extractor(
+            backbone=backbone,
+            spatial_dims=spatial_dims,
+            pretrained_backbone=False,
+            trainable_backbone_layers=None,
+            returned_layers=list(returned_layers),
+        )
+    else:  # MONAI's extractor with another FPN width (same return layers and channel rule)
+        feature_extractor = BackboneWithFPN(
+            backbone,
+            return_layers={f"layer{k}": str(v) for v, k in enumerate(returned_layers)},
+            in_channels_list=[backbone.in_planes // 8 * 2 ** (i - 1) for i in returned_layers],
+            out_channels=fpn_channels,
+            spatial_dims=spatial_dims,
+            extra_blocks=LastLevelMaxPool(spatial_dims),
+        )
     size_divisible = [s * 2 * 2 ** max(returned_layers) for s in conv1_t_stride]
     return RetinaNet(
         spatial_dims=spatial_dims,

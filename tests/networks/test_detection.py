@@ -118,3 +118,21 @@ def test_box_origin_downsample_and_geojson():
         qupath_geojson_to_monai_boxes(
             [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}}]
         )
+
+
+def test_retinanet_fpn_channels():
+    """A narrower FPN shrinks the network; outputs keep their layout (one head output per level)."""
+    preset = nuclei_anchor_preset(0.5)
+    kwargs = dict(layers=(1, 1, 1, 1), block="basic", block_inplanes=(4, 8, 16, 32))
+    wide = build_retinanet(2, 3, 2, 3, preset.returned_layers, preset.conv1_t_stride, **kwargs)
+    narrow = build_retinanet(
+        2, 3, 2, 3, preset.returned_layers, preset.conv1_t_stride, fpn_channels=16, **kwargs
+    )
+    assert narrow.feature_extractor.out_channels == 16
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters()) / 10
+    x = torch.randn(1, 3, 64, 64)
+    out_wide, out_narrow = wide(x), narrow(x)
+    for key in out_wide:
+        assert [t.shape for t in out_narrow[key]] == [t.shape for t in out_wide[key]]
+    with pytest.raises(ValueError, match="fpn_channels"):
+        build_retinanet(2, 3, 2, 3, preset.returned_layers, preset.conv1_t_stride, fpn_channels=0, **kwargs)
