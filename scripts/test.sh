@@ -8,3 +8,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 "$VENV/bin/ruff" check monai_ext tests benchmarks
 "$VENV/bin/ruff" format --check monai_ext tests benchmarks
 "$VENV/bin/python" -m pytest -q --durations=20 --timeout=900 "$@"
+# MONAI Label pins numpy < 2 and pydicom < 3: its tests run in a second venv with those pins.
+LABEL_VENV="${LABEL_VENV:-.venv-label}"
+VENV="$LABEL_VENV" bash scripts/label_env.sh
+"$LABEL_VENV/bin/python" -m pytest -q --durations=10 --timeout=900 tests/label
