@@ -221,3 +221,17 @@ def test_hu_threshold_detector_is_fooled_by_vessels(big):
     cpm = {thr: _cpm(c, gts, len(cases)) for thr, c in cands.items()}
     assert max(cpm.values()) <= 0.70, cpm  # target of the detection bundle: 0.85
     assert max(cpm.values()) > 0.05, cpm  # the detector is not broken: it finds the clear nodules
+
+
+def test_every_nodule_lies_inside_its_scan(tmp_path):
+    """Boxes (voxel, exclusive max) stay within the volume: no label points outside the image."""
+
+    out = generate("ct_lung_nodules", tmp_path / "d", n=6, seed=11)
+    datalist = json.loads((out / "datalist.json").read_text())
+    items = [it for split in ("training", "validation", "test") for it in datalist[split]]
+    assert sum(len(it["box_voxel"]) for it in items) >= 6
+    for it in items:
+        shape = nib.load(str(out / it["image"])).shape
+        for box in it["box_voxel"]:
+            lo, hi = np.asarray(box[:3]), np.asarray(box[3:])
+            assert (lo >= 0).all() and (hi <= np.asarray(shape)).all(), (it["image"], box, shape)

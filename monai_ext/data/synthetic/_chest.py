@@ -262,9 +262,12 @@ def render_chest(
         frac = render_segments(shape, sp, segs)
         blend_max(chest.hu, frac, (30.0 + 8.0 * tex_fine), where=lung | np.broadcast_to(med, shape))
         chest.vessels = segs
-    # distance to the lung border (mm): a fast lower bound of the Euclidean distance (chamfer transforms)
-    cheb = ndi.distance_transform_cdt(lung, metric="chessboard").astype(np.float32)
-    taxi = ndi.distance_transform_cdt(lung, metric="taxicab").astype(np.float32) / np.sqrt(3.0)
+    # distance to the lung border (mm): a fast lower bound of the Euclidean distance (chamfer transforms);
+    # the volume's faces count as border, so a nodule placed by it lies wholly inside the scan
+    padded = np.pad(lung, 1)
+    inner = (slice(1, -1),) * padded.ndim
+    cheb = ndi.distance_transform_cdt(padded, metric="chessboard")[inner].astype(np.float32)
+    taxi = ndi.distance_transform_cdt(padded, metric="taxicab")[inner].astype(np.float32) / np.sqrt(3.0)
     chest.lung_edt = np.maximum(cheb, taxi) * float(sp.min())
     return chest
 

@@ -140,6 +140,12 @@ def _sample_nodule(rng: np.random.Generator, d_range: tuple[float, float]) -> di
 def _free(
     chest: ChestPhantom, centre: np.ndarray, radius: float, placed: list[tuple[np.ndarray, float]]
 ) -> bool:
+    """True when a nodule at ``centre`` lies wholly inside the scan and clear of the nodules placed."""
+    sp = np.asarray(chest.spacing, dtype=float)
+    extent = (np.asarray(chest.hu.shape) - 1) * sp  # array-frame mm of the last voxel centre
+    margin = radius + 1.5 * sp  # the nodule plus a voxel and a half of partial volume / spiculation
+    if np.any(centre - margin < 0) or np.any(centre + margin > extent):
+        return False
     return all(np.linalg.norm(centre - c) > radius + r + 4.0 for c, r in placed)
 
 
