@@ -177,8 +177,8 @@ def test_bad_options(tmp_path):
 def test_16k_slide_tile_by_tile_memory_bounded(wsi_16k):
     # level 0 alone is 16384^2 * 3 bytes = 768 MB: a whole process (Python, numpy, scipy, tifffile,
     # imagecodecs and every buffer) peaking below that never held level 0, so it wrote tile by tile
-    # (measured here: about 80 MB at 4096^2, 115 MB at 8192^2)
-    assert wsi_16k["peak_rss_mb"] < 700, f"peak resident memory {wsi_16k['peak_rss_mb']:.0f} MB"
+    # (measured here: about 80 MB at 4096^2, 115 MB at 8192^2, 250 MB at 16384^2)
+    assert wsi_16k["peak_rss_mb"] < 500, f"peak resident memory {wsi_16k['peak_rss_mb']:.0f} MB"
     out = Path(wsi_16k["out"])
     with tifffile.TiffFile(out / "slides" / "slide_000.tif") as tif:
         assert [p.shape[:2] for p in tif.pages] == [(16384 // 4**k,) * 2 for k in range(4)]
