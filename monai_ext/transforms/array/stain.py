@@ -104,13 +104,9 @@ class MacenkoStainNormalize(Transform):
         min_tissue_pixels: int = 64,
         exclude_ink: bool = True,
     ) -> None:
-        self.target_stains = torch.as_tensor(target_stains, dtype=torch.float32)
-        self.target_max_conc = torch.as_tensor(target_max_conc, dtype=torch.float32)
-        if self.target_stains.shape != (3, 2) or self.target_max_conc.shape != (2,):
-            raise ValueError(
-                "MacenkoStainNormalize: `target_stains` must be (3, 2) and `target_max_conc` (2,), got "
-                f"{tuple(self.target_stains.shape)} and {tuple(self.target_max_conc.shape)}."
-            )
+        self.target_stains, self.target_max_conc = F.macenko_target(
+            target_stains, target_max_conc, "MacenkoStainNormalize"
+        )
         self.kwargs = {
             "tli": tli,
             "alpha": alpha,

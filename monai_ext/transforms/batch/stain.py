@@ -275,13 +275,7 @@ class BatchMacenkoNormalize(nn.Module):
         validate: bool = True,
     ) -> None:
         super().__init__()
-        ts = torch.as_tensor(target_stains, dtype=torch.float32)
-        tm = torch.as_tensor(target_max_conc, dtype=torch.float32)
-        if ts.shape != (3, 2) or tm.shape != (2,):
-            raise ValueError(
-                "BatchMacenkoNormalize: `target_stains` must be (3, 2) and `target_max_conc` (2,), got "
-                f"{tuple(ts.shape)} and {tuple(tm.shape)}."
-            )
+        ts, tm = F.macenko_target(target_stains, target_max_conc, "BatchMacenkoNormalize")
         self.register_buffer("target_stains", ts)
         self.register_buffer("target_max_conc", tm)
         self.kwargs = {

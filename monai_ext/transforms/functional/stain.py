@@ -26,12 +26,14 @@ eosin vector by up to ~10 degrees on pale tissue, hence the different default.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "macenko_target",
     "DEFAULT_TARGET_HE",
     "DEFAULT_MAX_CONC",
     "RGB_FROM_HED",
@@ -365,6 +367,26 @@ def _tissue_od(od: Tensor, ink: Tensor | None, beta: float, od_floor: float, fin
 
 
 # --------------------------------------------------------------------------- Macenko
+def macenko_target(
+    target_stains: Sequence | Tensor, target_max_conc: Sequence | Tensor, owner: str
+) -> tuple[Tensor, Tensor]:
+    """Validated float32 target stain matrix (3, 2) and maximum concentrations (2,) for ``owner``.
+
+    Example:
+        >>> ts, tm = macenko_target(DEFAULT_TARGET_HE, DEFAULT_MAX_CONC, "demo")
+        >>> tuple(ts.shape), tuple(tm.shape)
+        ((3, 2), (2,))
+    """
+    ts = torch.as_tensor(target_stains, dtype=torch.float32)
+    tm = torch.as_tensor(target_max_conc, dtype=torch.float32)
+    if ts.shape != (3, 2) or tm.shape != (2,):
+        raise ValueError(
+            f"{owner}: `target_stains` must be (3, 2) and `target_max_conc` (2,), got "
+            f"{tuple(ts.shape)} and {tuple(tm.shape)}."
+        )
+    return ts, tm
+
+
 def macenko_fit(
     img: Tensor,
     tli: float = 240.0,
