@@ -32,6 +32,7 @@ def test_verify(name, capsys):
         "metadata:meta_schema_20240725",
         "configs:train",
     } <= set(checks)
+    assert any(c.startswith("net_in_out") for c in checks)
     assert main(["bundle", "verify", name]) == 0
     assert "ok" in capsys.readouterr().out
 
@@ -90,3 +91,19 @@ def test_wheel_ships_bundles(tmp_path):
         for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "LICENSE"):
             assert f"monai_ext/bundle/zoo/{name}/{rel}" in names
     assert "monai_ext/bundle/schemas/meta_schema_20220324.json" in names
+
+
+def test_verify_own_bundle_folder_catches_wrong_input_format(tmp_path):
+    """A user's copy of a bundle verifies by path; a network_data_format the network rejects fails."""
+    import json
+    import shutil
+
+    folder = tmp_path / "my_outcome"
+    shutil.copytree(BUNDLES / "multimodal_outcome", folder)
+    assert "net_in_out:multi_input" in verify_bundle(str(folder))
+    meta_file = folder / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["network_data_format"]["inputs"]["tabular"]["num_channels"] = 9
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="my_outcome.*rejects the declared inputs"):
+        verify_bundle(str(folder))
