@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,15 @@ from torch import nn
 
 from monai_ext.engines.checkpoint import unwrap_module
 
-__all__ = ["PretrainedLoadReport", "freeze_parameters", "load_pretrained", "map_state_dict_keys"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FinetuneLoader",
+    "PretrainedLoadReport",
+    "freeze_parameters",
+    "load_pretrained",
+    "map_state_dict_keys",
+]
 
 
 @dataclass
@@ -175,3 +184,70 @@ def load_pretrained(
     if freeze_prefixes:
         report.frozen = freeze_parameters(target, freeze_prefixes)
     return report
+
+
+class FinetuneLoader:
+    """Ignite handler: :func:`load_pretrained` into ``network`` when a fresh run starts.
+
+    Use it in a bundle's ``train_handlers`` instead of MONAI's ``CheckpointLoader(strict_shape=False)``,
+    which matches the *checkpoint's* top-level keys (``"model"``) against the network's parameter names
+    and so loads nothing from a ``{"model": state_dict}`` file without an error. This loader reads the
+    ``entry`` of such a checkpoint (or a plain state dict), skips mismatched shapes (e.g. a new head),
+    raises when nothing matches, and does nothing when the engine resumes (iteration > 0).
+
+    Example:
+        >>> from ignite.engine import Engine
+        >>> net = torch.nn.Linear(2, 1)
+        >>> loader = FinetuneLoader({"weight": torch.ones(1, 2), "bias": torch.zeros(1)}, net)
+        >>> engine = Engine(lambda e, b: None)
+        >>> loader.attach(engine)
+        >>> _ = engine.run([0])
+        >>> net.weight.tolist()
+        [[1.0, 1.0]]
+    """
+
+    def __init__(
+        self,
+        load_path: str | os.PathLike | Mapping[str, Any],
+        network: nn.Module,
+        strip_prefixes: Sequence[str] = ("module.", "_orig_mod."),
+        rename_prefixes: Mapping[str, str] | None = None,
+        strict: bool = False,
+        freeze_prefixes: Sequence[str] = (),
+        entry: str = "model",
+    ) -> None:
+        if not isinstance(load_path, Mapping) and not Path(load_path).is_file():
+            raise FileNotFoundError(f"FinetuneLoader: load_path {str(load_path)!r} is not a file.")
+        self.load_path = load_path
+        self.network = network
+        self.kwargs = {
+            "strip_prefixes": strip_prefixes,
+            "rename_prefixes": rename_prefixes,
+            "strict": strict,
+            "freeze_prefixes": freeze_prefixes,
+            "entry": entry,
+        }
+        self.report: PretrainedLoadReport | None = None
+
+    def attach(self, engine: Any) -> None:
+        """Load when ``engine`` starts (Ignite ``Events.STARTED``)."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Any) -> None:
+        if engine.state.iteration > 0:
+            logger.info(
+                "FinetuneLoader: resumed run (iteration %d), pretrained weights not reloaded.",
+                engine.state.iteration,
+            )
+            return
+        self.report = load_pretrained(self.network, self.load_path, **self.kwargs)
+        r = self.report
+        logger.info(
+            "FinetuneLoader: loaded %d tensors; %d left at initial values, %d shape mismatches, %d unused.",
+            len(r.loaded),
+            len(r.missing),
+            len(r.shape_mismatch),
+            len(r.unexpected),
+        )

@@ -92,3 +92,34 @@ def test_default_dataset_dir_generates_data(config, tmp_path, monkeypatch):
     dataset_dir = parser.get_parsed_content("dataset_dir")
     assert dataset_dir.startswith(str(tmp_path))
     assert (Path(dataset_dir) / "datalist.json").is_file()
+
+
+def test_label_remap_and_finetune_overrides(data, tmp_path):
+    """``label_remap_from/to`` remaps the datalist's classes; ``finetune_ckpt`` loads weights first."""
+    import torch
+    from ignite.engine import Events
+
+    wf = workflow(
+        NAME,
+        ["train"],
+        bundle_root=str(tmp_path),
+        dataset_dir=data,
+        label_remap_from=[0, 1, 2, 3],
+        label_remap_to=[3, 2, 1, 0],
+    )
+    datalist = wf.parser.get_parsed_content("train#datalist")
+    item = wf.parser.get_parsed_content("train#preprocessing")(datalist[0])
+    assert item["label"].dtype == torch.long and int(item["label"]) == 3 - int(datalist[0]["label"])
+
+    torch.manual_seed(1)
+    source = wf.parser.get_parsed_content("network_def")
+    ckpt = tmp_path / "pretrained.pt"
+    torch.save({"model": source.state_dict()}, ckpt)
+    wf = workflow(NAME, ["train"], bundle_root=str(tmp_path), dataset_dir=data, finetune_ckpt=str(ckpt))
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    loader = wf.parser.get_parsed_content("train#finetune_loader")
+    assert trainer.has_event_handler(loader, Events.STARTED)
+    loader(trainer)  # what the trainer runs when it starts
+    network = wf.parser.get_parsed_content("network")
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(network.state_dict()[name].cpu(), value, msg=name)

@@ -68,3 +68,42 @@ def test_best_checkpoint_of_a_run_is_a_valid_source(tmp_path):
     dst = tiny_unet(3)
     load_pretrained(dst, handler.latest_path, strict=True)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), dst.state_dict().values()))
+
+
+def test_finetune_loader_loads_a_bundle_checkpoint_where_checkpointloader_does_not(tmp_path):
+    """MONAI's CheckpointLoader(strict_shape=False) loads nothing from {"model": ...}; ours loads it."""
+    from ignite.engine import Engine
+    from monai.handlers import CheckpointLoader
+
+    from monai_ext.engines.finetune import FinetuneLoader
+
+    torch.manual_seed(0)
+    source = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    path = tmp_path / "model.pt"
+    torch.save({"model": source.state_dict()}, path)
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 5))  # new head
+
+    monai_net = fresh()
+    monai_loader = CheckpointLoader(str(path), {"model": monai_net}, strict=False, strict_shape=False)
+    monai_loader(Engine(lambda e, b: 0))
+    assert not torch.equal(monai_net[0].weight, source[0].weight)  # MONAI: silently unchanged
+
+    net = fresh()
+    loader = FinetuneLoader(path, net)
+    engine = Engine(lambda e, b: 0)
+    loader.attach(engine)
+    engine.run([0])
+    assert torch.equal(net[0].weight, source[0].weight) and net[1].weight.shape == (5, 4)
+    assert loader.report.shape_mismatch == ["1.weight", "1.bias"]
+
+    resumed = fresh()
+    engine = Engine(lambda e, b: 0)
+    engine.state.iteration = 7  # what a resume loader leaves before STARTED handlers run
+    FinetuneLoader(path, resumed)(engine)
+    assert not torch.equal(resumed[0].weight, source[0].weight)
+
+    with pytest.raises(FileNotFoundError, match="load_path"):
+        FinetuneLoader(tmp_path / "missing.pt", net)
