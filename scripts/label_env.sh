@@ -28,7 +28,7 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ scripts/label_env.sh -nt
     "${pip[@]}" --upgrade pip
     "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1" "setuptools>=77" wheel
     SAM2_BUILD_CUDA=0 "${pip[@]}" --no-build-isolation --no-deps "sam2>=0.4.1"
-    "${pip[@]}" -e ".[label]" "pytest>=7.4" "pytest-timeout>=2.1"
+    "${pip[@]}" -e ".[label,wsi]" "pytest>=7.4" "pytest-timeout>=2.1" nbclient nbformat ipykernel matplotlib
     touch "$stamp"
 fi
 echo "label environment ready: $VENV ($("$VENV/bin/python" -c 'import torch, monai, monailabel, numpy, pydicom; print("torch", torch.__version__, "monai", monai.__version__, "monailabel", monailabel.__version__, "numpy", numpy.__version__, "pydicom", pydicom.__version__)'))"

@@ -8,6 +8,12 @@ weights (``models/model.pt``) and training runs stay in the app folder. Bundles 
 Conf options (``--conf KEY VALUE`` of ``monailabel start_server``):
     ``models``: ``all`` (default) or comma-separated bundle names.
     ``preload``: ``true`` to load the networks at start.
+    ``wsi_backend``: ``openslide`` (default), ``tifffile`` or ``cucim``: how slide regions are read.
+
+Studies: CT / MRI as NIfTI (a multi-sequence MRI study is one NIfTI whose channels are the sequences in
+the bundle's ``channel_def`` order, see ``monai_ext.label.studies``); H&E patches as PNG; slides as
+``.svs`` / ``.tif`` / ... (regions requested by QuPath reach the histology bundles, see
+``monai_ext.label.regions``).
 
 Example:
     $ monai-ext label app ./label_app
@@ -22,6 +28,7 @@ import shutil
 from pathlib import Path
 
 import monailabel
+import torch
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -35,11 +42,14 @@ __all__ = ["MonaiExtLabelApp", "app_bundles"]
 logger = logging.getLogger(__name__)
 
 
-def app_bundles(model_dir: str | os.PathLike, models: str = "all") -> dict[str, tuple[Path, str]]:
+def app_bundles(
+    model_dir: str | os.PathLike, models: str = "all", skipped: dict[str, str] | None = None
+) -> dict[str, tuple[Path, str]]:
     """Name -> (folder, kind) of the bundles to serve from ``model_dir``, copying missing shipped ones.
 
     ``models`` is ``all`` or comma-separated names; an unknown name raises ``ValueError`` listing the known.
-    A folder under ``model_dir`` that is not a servable bundle is skipped with a warning.
+    A folder under ``model_dir`` that is not a servable bundle is skipped with a warning (and its reason
+    recorded in ``skipped``, so a request for it can say why).
     """
     from monai_ext.bundle import bundle_path
 
@@ -60,6 +70,8 @@ def app_bundles(model_dir: str | os.PathLike, models: str = "all") -> dict[str, 
             found[path.name] = (path, bundle_kind(path))
         except ValueError as e:
             logger.warning(f"skipping {path.name}: {e}")
+            if skipped is not None:
+                skipped[path.name] = str(e)
     wanted = (
         [m.strip() for m in models.split(",") if m.strip()] if models and models != "all" else list(found)
     )
@@ -76,7 +88,9 @@ class MonaiExtLabelApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.model_dir = os.path.join(app_dir, "model")
-        self.bundles = app_bundles(self.model_dir, conf.get("models", "all"))
+        #: model name -> why it is not served (not a bundle, no weights yet)
+        self.skipped: dict[str, str] = {}
+        self.bundles = app_bundles(self.model_dir, conf.get("models", "all"), self.skipped)
         logger.info(f"monai-ext bundles: {', '.join(f'{n} ({k})' for n, (_, k) in self.bundles.items())}")
         from monai_ext import __version__
 
@@ -99,16 +113,21 @@ class MonaiExtLabelApp(MONAILabelApp):
             if task.is_valid():
                 infers[name] = task
             else:
-                logger.warning(f"{name}: no models/model.pt yet; train it first, then restart to serve it")
+                self.skipped[name] = "no models/model.pt yet; train it (/train/), then restart to serve it"
+                logger.warning(f"{name}: {self.skipped[name]}")
         return infers
+
+    def _unknown_model(self, model: object) -> HTTPException:
+        why = f" ({self.skipped[model]})" if isinstance(model, str) and model in self.skipped else ""
+        return HTTPException(
+            404, detail=f"unknown model {model!r}{why}; expected one of {sorted(self._infers)}"
+        )
 
     def infer(self, request: dict, datastore=None):
         """Run an infer task; an unknown model is a 404 and a failing study a 422, both with a message."""
         model = request.get("model")
         if model not in self._infers:
-            raise HTTPException(
-                404, detail=f"unknown model {model!r}; expected one of {sorted(self._infers)}"
-            )
+            raise self._unknown_model(model)
         try:
             return super().infer(request, datastore)
         except HTTPException:
@@ -120,12 +139,31 @@ class MonaiExtLabelApp(MONAILabelApp):
                 422, detail=f"model {model!r} failed on image {image!r}: {type(e).__name__}: {e}"
             ) from e
 
+    def infer_wsi(self, request: dict, datastore=None):
+        """Region / whole-slide inference (QuPath's ``/infer/wsi_v2``); errors as in :meth:`infer`."""
+        model = request.get("model")
+        if model not in self._infers:
+            raise self._unknown_model(model)
+        if not torch.cuda.is_available():
+            request = dict(request, multi_gpu=False)  # MONAI Label would spread tiles over "cuda:<none>"
+        try:
+            return super().infer_wsi(request, datastore)
+        except HTTPException:
+            raise
+        except Exception as e:
+            image = os.path.basename(str(request.get("image", "")))
+            logger.exception(f"model {model} failed on slide {image}")
+            raise HTTPException(
+                422, detail=f"model {model!r} failed on slide {image!r}: {type(e).__name__}: {e}"
+            ) from e
+
     def train(self, request: dict):
         """Start a train task; an unknown model is a 404 with a message."""
         model = request.get("model")
         if model and model not in self._trainers:
+            why = f" ({self.skipped[model]})" if model in self.skipped and model not in self.bundles else ""
             raise HTTPException(
-                404, detail=f"unknown model {model!r}; expected one of {sorted(self._trainers)}"
+                404, detail=f"unknown model {model!r}{why}; expected one of {sorted(self._trainers)}"
             )
         return super().train(request)
 
