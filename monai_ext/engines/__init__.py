@@ -1,8 +1,8 @@
 """monai_ext.engines: MONAI / Ignite training workflows that are resumable, distributed and observable.
 
 Example:
-    >>> from monai_ext.engines import build_segmentation_workflow, CheckpointHandler
-    >>> callable(build_segmentation_workflow)
+    >>> from monai_ext.engines import build_detection_workflow, build_segmentation_workflow
+    >>> callable(build_segmentation_workflow) and callable(build_detection_workflow)
     True
 """
 
@@ -14,6 +14,12 @@ from monai_ext.engines.checkpoint import (
     save_checkpoint,
     unwrap_module,
 )
+from monai_ext.engines.detection_workflow import (
+    DETECTION_METRICS,
+    BoxBatchAugment,
+    build_detection_workflow,
+    flip_boxes,
+)
 from monai_ext.engines.distributed import (
     cleanup_distributed,
     distributed_loader,
@@ -24,6 +30,7 @@ from monai_ext.engines.distributed import (
     wrap_ddp,
 )
 from monai_ext.engines.finetune import (
+    FinetuneLoader,
     PretrainedLoadReport,
     freeze_parameters,
     load_pretrained,
@@ -33,29 +40,37 @@ from monai_ext.engines.handlers import EpochReseed, NonFiniteLossGuard, loss_fro
 from monai_ext.engines.prepare import MultimodalPrepareBatch
 from monai_ext.engines.workflows import (
     TASKS,
+    CPUAutocastInferer,
     TrainingWorkflow,
     build_classification_workflow,
     build_segmentation_workflow,
     build_survival_workflow,
     build_workflow,
+    mlflow_tracking_uri_for,
 )
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CPUAutocastInferer",
+    "DETECTION_METRICS",
+    "BoxBatchAugment",
     "TASKS",
     "CheckpointHandler",
     "EpochReseed",
+    "FinetuneLoader",
     "MultimodalPrepareBatch",
     "NonFiniteLossGuard",
     "PretrainedLoadReport",
     "TrainingWorkflow",
     "build_classification_workflow",
+    "build_detection_workflow",
     "build_segmentation_workflow",
     "build_survival_workflow",
     "build_workflow",
     "check_state_dict_keys",
     "cleanup_distributed",
     "distributed_loader",
+    "flip_boxes",
     "freeze_parameters",
     "init_distributed",
     "is_distributed",
@@ -64,6 +79,7 @@ __all__ = [
     "load_pretrained",
     "loss_from_output",
     "map_state_dict_keys",
+    "mlflow_tracking_uri_for",
     "save_checkpoint",
     "unwrap_module",
     "world_size",

@@ -218,6 +218,10 @@ class DetectionTrainStep(_DetectorStep):
 
     The trainer's ``network`` is the detector's ``network`` (what checkpoints hold), its ``optimizer``
     and ``amp`` / ``scaler`` are used; ``loss = cls_weight * cls_loss + box_weight * box_loss``.
+    Gradients accumulate over the trainer's ``accumulation_steps`` (as MONAI's ``SupervisedTrainer``: the
+    loss is divided by it and the optimiser steps every ``accumulation_steps`` iterations and at the
+    epoch end). ``augment`` (optional) maps ``(images, boxes)`` lists on the device to augmented ones,
+    e.g. :class:`monai_ext.engines.detection_workflow.BoxBatchAugment`; it runs under ``no_grad``.
 
     Example:
         >>> # trainer = SupervisedTrainer(..., network=detector.network, loss_function=None,
@@ -232,16 +236,38 @@ class DetectionTrainStep(_DetectorStep):
         image_key: str = "image",
         box_key: str = "box",
         label_key: str = "label",
+        augment: Callable | None = None,
     ) -> None:
         super().__init__(detector, image_key, box_key, label_key)
         self.cls_weight, self.box_weight = float(cls_weight), float(box_weight)
+        if augment is not None and not callable(augment):
+            raise TypeError(f"DetectionTrainStep: `augment` must be callable, got {type(augment).__name__}.")
+        self.augment = augment
+
+    @staticmethod
+    def _accumulation(engine: Engine) -> tuple[int, bool, bool]:
+        """``(steps, zero_grad_now, step_now)`` following MONAI's ``SupervisedTrainer``."""
+        acc = int(getattr(engine, "accumulation_steps", 1) or 1)
+        if acc <= 1:
+            return 1, True, True
+        length = engine.state.epoch_length
+        it = (engine.state.iteration - 1) % length if length else engine.state.iteration - 1
+        last = length is not None and it + 1 == length
+        return acc, it % acc == 0, (it + 1) % acc == 0 or last
 
     def __call__(self, engine: Engine, batchdata: Any) -> dict[str, torch.Tensor]:
         items, images, device = self._inputs(engine, batchdata)
         targets = self._targets(items, device)
         det = self.detector
+        if self.augment is not None:
+            with torch.no_grad():
+                images, boxes = self.augment(images, [t[det.target_box_key] for t in targets])
+            for t, b in zip(targets, boxes):
+                t[det.target_box_key] = b
         det.train()
-        engine.optimizer.zero_grad(set_to_none=True)
+        acc, zero_now, step_now = self._accumulation(engine)
+        if zero_now:
+            engine.optimizer.zero_grad(set_to_none=True)
         amp = bool(getattr(engine, "amp", False))
         with torch.autocast(device.type, enabled=amp):
             losses = det(images, targets)
@@ -254,15 +280,18 @@ class DetectionTrainStep(_DetectorStep):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         scaler = getattr(engine, "scaler", None)
+        scaled = loss / acc if acc > 1 else loss
         if amp and scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(scaled).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            scaler.step(engine.optimizer)
-            scaler.update()
+            if step_now:
+                scaler.step(engine.optimizer)
+                scaler.update()
         else:
-            loss.backward()
+            scaled.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+            if step_now:
+                engine.optimizer.step()
         engine.state.output["loss"] = loss.detach()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -5,10 +5,12 @@ One call wires the research loop: task loss and metrics, device-side batch augme
 (MONAI's ``accumulation_steps``), ``torch.compile`` (MONAI's ``compile``), validation every N epochs
 (``ValidationHandler``), early stopping (``EarlyStopHandler``), LR scheduling (``LrScheduleHandler``),
 atomic best / latest checkpoints with resume (:class:`~monai_ext.engines.checkpoint.CheckpointHandler`),
-a NaN/Inf loss guard, per-epoch reseeding, Ignite's ``ProgressBar``, and TensorBoard / MLflow tracking
-(MLflow uses a local SQLite store ``<output_dir>/mlruns.db`` with artifacts in ``<output_dir>/mlartifacts``
-unless ``mlflow_tracking_uri`` is given; MLflow 3 no longer accepts a plain ``file://`` store). Files
-and logs are written on rank 0 only.
+a NaN/Inf loss guard, per-epoch reseeding, Ignite's ``ProgressBar``, and TensorBoard / MLflow tracking.
+MLflow defaults to the local store of ``monai.bundle run --tracking mlflow`` (MONAI's
+``DEFAULT_MLFLOW_SETTINGS``): a SQLite database ``<output_dir>/mlruns.db`` with artifacts in
+``<output_dir>/mlruns`` (MLflow >= 3.13 refuses the plain ``file://`` store); ``mlflow_tracking_uri``
+or the ``MLFLOW_TRACKING_URI`` variable selects another store. Files and logs are written on rank 0 only.
+The detection (RetinaNet) factory is :func:`monai_ext.engines.detection_workflow.build_detection_workflow`.
 
 Tasks and their defaults (override with ``loss_function``):
 
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import PrepareBatchDefault
@@ -60,14 +63,15 @@ from monai.handlers import (
     from_engine,
     stopping_fn_from_metric,
 )
-from monai.inferers import Inferer
+from monai.inferers import Inferer, SimpleInferer
 from monai.losses import DiceCELoss
 from monai.transforms import Activationsd, AsDiscrete, AsDiscreted, Compose
+from monai.utils import path_to_sqlite_uri
 from torch import nn
 
 from monai_ext.engines.checkpoint import CheckpointHandler
 from monai_ext.engines.distributed import is_rank0
-from monai_ext.engines.handlers import EpochReseed, NonFiniteLossGuard
+from monai_ext.engines.handlers import EpochReseed, NonFiniteLossGuard, loss_from_output
 from monai_ext.engines.prepare import MultimodalPrepareBatch
 from monai_ext.losses import CoxPHLoss
 from monai_ext.metrics import ConcordanceIndexHandler
@@ -75,14 +79,21 @@ from monai_ext.transforms.batch.hook import GPUAugmentPrepareBatch
 
 __all__ = [
     "TASKS",
+    "CPUAutocastInferer",
     "TrainingWorkflow",
+    "attach_common_handlers",
     "build_classification_workflow",
     "build_segmentation_workflow",
     "build_survival_workflow",
     "build_workflow",
+    "check_common_options",
+    "evaluator_stats_handlers",
+    "mlflow_tracking_uri_for",
+    "trainer_handlers",
 ]
 
 TASKS = ("segmentation", "classification", "survival")
+_LOSS_FROM = loss_from_output  # dict outputs (detection) and decollated lists (MONAI)
 
 
 @dataclass
@@ -120,6 +131,31 @@ class _OneHotPairs:
         return preds, labels
 
 
+class CPUAutocastInferer(Inferer):
+    """Run ``inferer`` under ``torch.autocast("cpu", dtype)``; floating predictions come back as float32.
+
+    MONAI's engines autocast on CUDA only; the factories use this inferer for ``amp=True`` on the CPU,
+    so the forward pass runs in ``bfloat16`` there (the loss and backward stay outside autocast).
+
+    Example:
+        >>> net = torch.nn.Linear(4, 2)
+        >>> CPUAutocastInferer()(torch.rand(3, 4), net).dtype
+        torch.float32
+    """
+
+    def __init__(self, inferer: Inferer | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.inferer = inferer if inferer is not None else SimpleInferer()
+        self.dtype = dtype
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast("cpu", dtype=self.dtype):
+            out = self.inferer(inputs, network, *args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            return out.float()
+        return out
+
+
 def _task_spec(task: str, num_classes: int, hd95: bool) -> tuple[Callable, Any, dict, dict, str, str]:
     """``(loss, val_postprocessing, key_metric, additional_metrics, key_name, mode)`` for ``task``."""
     pair = from_engine(["pred", "label"])
@@ -152,7 +188,8 @@ def _task_spec(task: str, num_classes: int, hd95: bool) -> tuple[Callable, Any, 
     if task == "survival":
         key = {"val_cindex": ConcordanceIndexHandler(output_transform=pair)}
         return CoxPHLoss(), None, key, {}, "val_cindex", "max"
-    raise ValueError(f"build_workflow: `task` must be one of {TASKS}, got {task!r}.")
+    hint = " (RetinaNet detection: monai_ext.engines.build_detection_workflow)" if task == "detection" else ""
+    raise ValueError(f"build_workflow: `task` must be one of {TASKS}, got {task!r}{hint}.")
 
 
 def _without_augment(prep: Any) -> Any:
@@ -201,6 +238,8 @@ def build_workflow(
     mlflow: bool = False,
     mlflow_tracking_uri: str | None = None,
     experiment_name: str = "monai_ext",
+    run_name: str | None = None,
+    mlflow_params: dict[str, Any] | None = None,
 ) -> TrainingWorkflow:
     """Build a MONAI trainer (and evaluator when ``val_loader`` is given) for ``task``.
 
@@ -210,7 +249,8 @@ def build_workflow(
         train_loader / val_loader: iterables of batch dicts.
         optimizer: default ``Adam(network.parameters(), learning_rate)``.
         lr_scheduler: a torch LR scheduler stepped every epoch (``LrScheduleHandler``).
-        amp: automatic mixed precision (MONAI ``amp``; a GradScaler on CUDA, saved in checkpoints).
+        amp: automatic mixed precision: MONAI ``amp`` on CUDA (float16 autocast and a GradScaler, saved in
+            checkpoints); on the CPU a ``bfloat16`` autocast forward (:class:`CPUAutocastInferer`).
         gpu_augment: batch augmentation module run on the device after the transfer (ignored when
             ``prepare_batch`` is given: put it into that ``prepare_batch`` instead).
         prepare_batch / val_prepare_batch: custom batch preparation, e.g. ``MultimodalPrepareBatch``;
@@ -226,21 +266,23 @@ def build_workflow(
         sampler: a sampler with ``set_epoch`` (e.g. ``DistributedSampler``) to advance with ``seed``.
         nan_guard: stop on a NaN/Inf loss naming the iteration (:class:`NonFiniteLossGuard`).
         progress_bar / log_stats / tensorboard / mlflow: observability switches (rank 0 only).
+        mlflow_tracking_uri / experiment_name / run_name: MLflow store (default: the local SQLite store of
+            ``monai.bundle run --tracking mlflow`` under ``output_dir``), experiment and run names.
+        mlflow_params: extra run parameters; task, amp, accumulation, compile, val_interval and seed are
+            logged with MLflow's ``max_epochs`` / ``epoch_length``.
 
     Example:
         >>> build_workflow("detection", torch.nn.Linear(1, 1), [])  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: build_workflow: `task` must be one of (...), got 'detection'.
+        ValueError: build_workflow: `task` must be one of (...), got 'detection' (RetinaNet detection: ...
     """
     default_loss, post, key_metric, extra_metrics, key_name, mode = _task_spec(task, num_classes, hd95)
-    if val_interval < 1:
-        raise ValueError(f"build_workflow: `val_interval` must be >= 1, got {val_interval}.")
-    if (tensorboard or mlflow or resume) and output_dir is None and not (mlflow and mlflow_tracking_uri):
-        raise ValueError("build_workflow: `output_dir` is required for resume / tensorboard / mlflow.")
+    check_common_options(
+        "build_workflow", val_interval, output_dir, resume, tensorboard, mlflow, mlflow_tracking_uri
+    )
     device = torch.device(device)
     rank0 = is_rank0()
-    out = Path(output_dir) if output_dir is not None else None
     optimizer = optimizer or torch.optim.Adam(network.parameters(), lr=learning_rate)
     if prepare_batch is None:
         prepare_batch = (
@@ -248,14 +290,13 @@ def build_workflow(
         )
     if val_prepare_batch is None:
         val_prepare_batch = _without_augment(prepare_batch)
-    loss_from = from_engine(["loss"], first=True)
     handlers: dict[str, Any] = {}
+    train_inferer = None
+    if amp and device.type == "cpu":  # MONAI autocasts on CUDA only: bfloat16 autocast on the CPU
+        train_inferer, val_inferer = CPUAutocastInferer(), CPUAutocastInferer(val_inferer)
 
     evaluator = None
     if val_loader is not None:
-        val_handlers: list[Any] = []
-        if rank0 and log_stats:
-            val_handlers.append(StatsHandler(iteration_log=False, output_transform=lambda x: None))
         evaluator = SupervisedEvaluator(
             device=device,
             val_data_loader=val_loader,
@@ -265,23 +306,11 @@ def build_workflow(
             postprocessing=post,
             key_val_metric=key_metric,
             additional_metrics=extra_metrics or None,
-            val_handlers=val_handlers or None,
+            val_handlers=evaluator_stats_handlers(rank0 and log_stats),
             amp=amp,
             compile=compile,
             compile_kwargs=compile_kwargs,
         )
-
-    train_handlers: list[Any] = []
-    if lr_scheduler is not None:
-        handlers["lr_schedule"] = LrScheduleHandler(lr_scheduler, print_lr=False)
-        train_handlers.append(handlers["lr_schedule"])
-    if evaluator is not None:
-        handlers["validation"] = ValidationHandler(
-            validator=evaluator, interval=val_interval, epoch_level=True
-        )
-        train_handlers.append(handlers["validation"])
-    if rank0 and log_stats:
-        train_handlers.append(StatsHandler(tag_name="train_loss", output_transform=loss_from))
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=max_epochs,
@@ -290,16 +319,167 @@ def build_workflow(
         optimizer=optimizer,
         loss_function=loss_function or default_loss,
         prepare_batch=prepare_batch,
-        train_handlers=train_handlers or None,
+        inferer=train_inferer,
+        train_handlers=trainer_handlers(handlers, evaluator, lr_scheduler, val_interval, rank0 and log_stats),
         amp=amp,
         compile=compile,
         compile_kwargs=compile_kwargs,
         accumulation_steps=accumulation_steps,
     )
+    aug_modules = [gpu_augment, getattr(prepare_batch, "augment", None)]
+    inner = getattr(prepare_batch, "_augment", None)
+    aug_modules.append(getattr(inner, "augment", None))
+    params = {
+        "task": task,
+        "amp": amp,
+        "accumulation_steps": accumulation_steps,
+        "compile": compile,
+        "val_interval": val_interval,
+        "seed": seed,
+        **(mlflow_params or {}),
+    }
+    return attach_common_handlers(
+        trainer,
+        evaluator,
+        handlers,
+        network=network,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        key_name=key_name,
+        mode=mode,
+        aug_modules=aug_modules,
+        seed=seed,
+        sampler=sampler,
+        train_loader=train_loader,
+        nan_guard=nan_guard,
+        early_stop_patience=early_stop_patience,
+        output_dir=output_dir,
+        save_interval=save_interval,
+        resume=resume,
+        progress_bar=progress_bar,
+        tensorboard=tensorboard,
+        mlflow=mlflow,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        experiment_name=experiment_name,
+        run_name=run_name,
+        mlflow_params=params,
+    )
+
+
+def check_common_options(
+    owner: str,
+    val_interval: int,
+    output_dir: str | os.PathLike | None,
+    resume: bool,
+    tensorboard: bool,
+    mlflow: bool,
+    mlflow_tracking_uri: str | None,
+) -> None:
+    """Raise a clear error (naming ``owner``) for inconsistent workflow options.
+
+    Example:
+        >>> check_common_options("demo", 1, None, False, False, False, None)
+    """
+    if val_interval < 1:
+        raise ValueError(f"{owner}: `val_interval` must be >= 1, got {val_interval}.")
+    if (tensorboard or mlflow or resume) and output_dir is None and not (mlflow and mlflow_tracking_uri):
+        raise ValueError(f"{owner}: `output_dir` is required for resume / tensorboard / mlflow.")
+
+
+def evaluator_stats_handlers(log_stats: bool) -> list[Any] | None:
+    """Evaluator handlers: a metrics ``StatsHandler`` when ``log_stats`` (else None).
+
+    Example:
+        >>> evaluator_stats_handlers(False) is None
+        True
+    """
+    if not log_stats:
+        return None
+    return [StatsHandler(iteration_log=False, output_transform=lambda x: None)]
+
+
+def trainer_handlers(
+    handlers: dict[str, Any],
+    evaluator: Any,
+    lr_scheduler: Any,
+    val_interval: int,
+    log_stats: bool,
+) -> list[Any] | None:
+    """``train_handlers`` for MONAI's trainer: LR schedule, validation every ``val_interval`` epochs, stats.
+
+    The LR and validation handlers are also stored in ``handlers`` (``"lr_schedule"``, ``"validation"``).
+
+    Example:
+        >>> trainer_handlers({}, None, None, 1, False) is None
+        True
+    """
+    out: list[Any] = []
+    if lr_scheduler is not None:
+        handlers["lr_schedule"] = LrScheduleHandler(lr_scheduler, print_lr=False)
+        out.append(handlers["lr_schedule"])
+    if evaluator is not None:
+        handlers["validation"] = ValidationHandler(
+            validator=evaluator, interval=val_interval, epoch_level=True
+        )
+        out.append(handlers["validation"])
+    if log_stats:
+        out.append(StatsHandler(tag_name="train_loss", output_transform=_LOSS_FROM))
+    return out or None
+
+
+def mlflow_tracking_uri_for(output_dir: str | os.PathLike) -> str:
+    """The local MLflow store of a run, as ``monai.bundle run --tracking mlflow`` sets it.
+
+    MONAI's ``DEFAULT_MLFLOW_SETTINGS`` use ``path_to_sqlite_uri(<output_dir>/mlruns.db)`` (MLflow >= 3.13
+    refuses the plain ``file://`` store); ``MLFlowHandler`` then keeps artifacts in ``<output_dir>/mlruns``.
+
+    Example:
+        >>> mlflow_tracking_uri_for("/tmp/run").endswith("/tmp/run/mlruns.db")
+        True
+    """
+    return path_to_sqlite_uri(Path(output_dir) / "mlruns.db")
+
+
+def attach_common_handlers(
+    trainer: Any,
+    evaluator: Any,
+    handlers: dict[str, Any],
+    *,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: Any = None,
+    key_name: str | None = None,
+    mode: str = "max",
+    aug_modules: Sequence[Any] = (),
+    seed: int | None = None,
+    sampler: Any = None,
+    train_loader: Any = None,
+    nan_guard: bool = True,
+    early_stop_patience: int | None = None,
+    output_dir: str | os.PathLike | None = None,
+    save_interval: int = 1,
+    resume: bool = False,
+    progress_bar: bool = False,
+    tensorboard: bool = False,
+    mlflow: bool = False,
+    mlflow_tracking_uri: str | None = None,
+    experiment_name: str = "monai_ext",
+    run_name: str | None = None,
+    mlflow_params: dict[str, Any] | None = None,
+) -> TrainingWorkflow:
+    """Attach reseeding, NaN guard, early stopping, checkpoints, progress bar and tracking to built engines.
+
+    Shared by every factory (segmentation / classification / survival and detection). Checkpoints store
+    ``network`` (unwrapped), ``optimizer``, ``lr_scheduler``, the AMP ``GradScaler`` (registered when the
+    trainer starts, as MONAI creates it in ``run()``) and the engine state. Files and logs on rank 0 only.
+
+    Example:
+        >>> callable(attach_common_handlers)
+        True
+    """
+    rank0 = is_rank0()
+    out = Path(output_dir) if output_dir is not None else None
     if seed is not None:
-        aug_modules = [gpu_augment, getattr(prepare_batch, "augment", None)]
-        inner = getattr(prepare_batch, "_augment", None)
-        aug_modules.append(getattr(inner, "augment", None))
         handlers["reseed"] = EpochReseed(
             seed,
             modules=[m for m in aug_modules if m is not None],
@@ -320,12 +500,7 @@ def build_workflow(
         handlers["early_stop"].attach(evaluator)
     checkpointer = None
     if out is not None:
-        save: dict[str, Any] = {
-            "model": network,
-            "optimizer": optimizer,
-            "lr_scheduler": lr_scheduler,
-            "scaler": getattr(trainer, "scaler", None),
-        }
+        save: dict[str, Any] = {"model": network, "optimizer": optimizer, "lr_scheduler": lr_scheduler}
         es = handlers.get("early_stop")
         if es is not None and getattr(es, "_handler", None) is not None:
             save["early_stopping"] = es._handler
@@ -338,14 +513,16 @@ def build_workflow(
             mode=mode,
             resume=resume,
         )
+        # MONAI's Trainer.run() creates the GradScaler; register it before a resume restores it
+        trainer.add_event_handler(Events.STARTED, _ScalerToCheckpoint(checkpointer))
         checkpointer.attach(trainer)
     if rank0 and progress_bar:
         handlers["progress_bar"] = ProgressBar(persist=False)
-        handlers["progress_bar"].attach(trainer, output_transform=lambda o: {"loss": float(loss_from(o))})
+        handlers["progress_bar"].attach(trainer, output_transform=lambda o: {"loss": float(_LOSS_FROM(o))})
     if rank0 and tensorboard and out is not None:
         log_dir = str(out / "tensorboard")
         handlers["tensorboard"] = TensorBoardStatsHandler(
-            log_dir=log_dir, tag_name="train_loss", output_transform=loss_from
+            log_dir=log_dir, tag_name="train_loss", output_transform=_LOSS_FROM
         )
         handlers["tensorboard"].attach(trainer)
         if evaluator is not None:
@@ -357,28 +534,29 @@ def build_workflow(
             )
             tb_val.attach(evaluator)
     if rank0 and mlflow:
-        # a local store under output_dir: MLflow >= 3 dropped the plain file store, so SQLite
-        uri = mlflow_tracking_uri or f"sqlite:///{(out / 'mlruns.db').resolve()}"  # type: ignore[operator]
-        art = None if mlflow_tracking_uri else (out / "mlartifacts").resolve().as_uri()  # type: ignore[operator]
+        # the local store of `monai.bundle run --tracking mlflow`: SQLite db + `mlruns` artifacts
+        uri = mlflow_tracking_uri or mlflow_tracking_uri_for(out)  # type: ignore[arg-type]
+        params = {k: v for k, v in (mlflow_params or {}).items() if v is not None}
         handlers["mlflow"] = MLFlowHandler(
             tracking_uri=uri,
             tag_name="train_loss",
-            output_transform=loss_from,
+            output_transform=_LOSS_FROM,
             experiment_name=experiment_name,
+            run_name=run_name,
+            experiment_param=params or None,
             close_on_complete=True,
-            artifact_location=art,
         )
         handlers["mlflow"].attach(trainer)
         if evaluator is not None:
-            ml_val = MLFlowHandler(
+            handlers["mlflow_validation"] = MLFlowHandler(
                 tracking_uri=uri,
                 iteration_log=False,
                 output_transform=lambda x: None,
                 global_epoch_transform=lambda x: trainer.state.epoch,
                 experiment_name=experiment_name,
-                artifact_location=art,
+                run_name=run_name,
             )
-            ml_val.attach(evaluator)
+            handlers["mlflow_validation"].attach(evaluator)
     return TrainingWorkflow(
         trainer=trainer,
         evaluator=evaluator,
@@ -387,6 +565,20 @@ def build_workflow(
         key_metric_name=key_name if evaluator is not None else None,
         handlers=handlers,
     )
+
+
+class _ScalerToCheckpoint:
+    """At ``STARTED``: store the trainer's enabled ``GradScaler`` in the checkpoints (drop a disabled one)."""
+
+    def __init__(self, checkpointer: CheckpointHandler) -> None:
+        self.checkpointer = checkpointer
+
+    def __call__(self, engine: Any) -> None:
+        scaler = getattr(engine, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            self.checkpointer.save_dict["scaler"] = scaler
+        else:
+            self.checkpointer.save_dict.pop("scaler", None)
 
 
 def build_segmentation_workflow(
