@@ -193,7 +193,8 @@ class FinetuneLoader:
     which matches the *checkpoint's* top-level keys (``"model"``) against the network's parameter names
     and so loads nothing from a ``{"model": state_dict}`` file without an error. This loader reads the
     ``entry`` of such a checkpoint (or a plain state dict), skips mismatched shapes (e.g. a new head),
-    raises when nothing matches, and does nothing when the engine resumes (iteration > 0).
+    raises when nothing matches, and does nothing when the engine resumes (iteration > 0) or when
+    ``load_path`` is empty (so a bundle can always list it: ``"load_path": "@finetune_ckpt"``).
 
     Example:
         >>> from ignite.engine import Engine
@@ -216,7 +217,7 @@ class FinetuneLoader:
         freeze_prefixes: Sequence[str] = (),
         entry: str = "model",
     ) -> None:
-        if not isinstance(load_path, Mapping) and not Path(load_path).is_file():
+        if not isinstance(load_path, Mapping) and load_path and not Path(load_path).is_file():
             raise FileNotFoundError(f"FinetuneLoader: load_path {str(load_path)!r} is not a file.")
         self.load_path = load_path
         self.network = network
@@ -230,10 +231,11 @@ class FinetuneLoader:
         self.report: PretrainedLoadReport | None = None
 
     def attach(self, engine: Any) -> None:
-        """Load when ``engine`` starts (Ignite ``Events.STARTED``)."""
+        """Load when ``engine`` starts (Ignite ``Events.STARTED``); an empty ``load_path`` loads nothing."""
         from ignite.engine import Events
 
-        engine.add_event_handler(Events.STARTED, self)
+        if isinstance(self.load_path, Mapping) or self.load_path:
+            engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Any) -> None:
         if engine.state.iteration > 0:

@@ -72,7 +72,7 @@ def test_best_checkpoint_of_a_run_is_a_valid_source(tmp_path):
 
 def test_finetune_loader_loads_a_bundle_checkpoint_where_checkpointloader_does_not(tmp_path):
     """MONAI's CheckpointLoader(strict_shape=False) loads nothing from {"model": ...}; ours loads it."""
-    from ignite.engine import Engine
+    from ignite.engine import Engine, Events
     from monai.handlers import CheckpointLoader
 
     from monai_ext.engines.finetune import FinetuneLoader
@@ -104,6 +104,10 @@ def test_finetune_loader_loads_a_bundle_checkpoint_where_checkpointloader_does_n
     engine.state.iteration = 7  # what a resume loader leaves before STARTED handlers run
     FinetuneLoader(path, resumed)(engine)
     assert not torch.equal(resumed[0].weight, source[0].weight)
+
+    idle = Engine(lambda e, b: 0)
+    FinetuneLoader("", net).attach(idle)  # a bundle's default: no checkpoint, no handler
+    assert not idle._event_handlers.get(Events.STARTED)
 
     with pytest.raises(FileNotFoundError, match="load_path"):
         FinetuneLoader(tmp_path / "missing.pt", net)
