@@ -5,6 +5,7 @@
 - :mod:`~monai_ext.explain.tabular`: per-feature integrated gradients / occlusion for the tabular branch.
 - :mod:`~monai_ext.explain.overlay`: NIfTI and PNG-overlay writers.
 - :mod:`~monai_ext.explain.handlers`: ``AttributionSaver``, the bundle switch.
+- :mod:`~monai_ext.explain.image_tabular`: ``ImageTabularAttributionSaver`` (NIfTI/PNG + per-feature CSV).
 
 Example:
     >>> import torch
@@ -16,6 +17,7 @@ Example:
 
 from monai_ext.explain.cam import BoundInputs, find_target_layer, grad_cam, normalize_per_sample
 from monai_ext.explain.handlers import AttributionSaver
+from monai_ext.explain.image_tabular import ImageTabularAttributionSaver
 from monai_ext.explain.occlusion import occlusion_map
 from monai_ext.explain.overlay import overlay_rgb, save_attribution_nifti, save_attribution_png
 from monai_ext.explain.tabular import tabular_integrated_gradients, tabular_occlusion
@@ -23,6 +25,7 @@ from monai_ext.explain.tabular import tabular_integrated_gradients, tabular_occl
 __all__ = [
     "AttributionSaver",
     "BoundInputs",
+    "ImageTabularAttributionSaver",
     "find_target_layer",
     "grad_cam",
     "normalize_per_sample",

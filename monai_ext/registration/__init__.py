@@ -16,15 +16,18 @@ from monai_ext.registration.itk_registration import (
     resample_to_reference,
     to_itk_image,
 )
+from monai_ext.registration.sequences import AlignSequencesd, RegisterToImaged
 from monai_ext.registration.transforms import RegisterToReference, RegisterToReferenced
 
 __all__ = [
     "TRANSFORM_TYPES",
+    "AlignSequencesd",
     "RegistrationError",
     "RegistrationResult",
     "RegistrationWarning",
     "RegisterToReference",
     "RegisterToReferenced",
+    "RegisterToImaged",
     "itk_transform_to_ras_matrix",
     "load_image",
     "register_images",

@@ -264,3 +264,105 @@ def test_multi_gpu_train_two_gloo_processes(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu")
     assert not any(k.startswith("module.") for k in state)  # saved from the unwrapped network
+
+
+#: a quick registration schedule for the tiny test volumes
+FAST_REG = {
+    "registration#shrink_factors": [2, 1],
+    "registration#smoothing_sigmas": [1.0, 0.0],
+    "registration#iterations": 100,
+    "registration#sampling_fraction": 1.0,  # 48 x 48 x 32 voxels: sample them all
+}
+PLAIN = ["LoadImaged", "Lambda", "SelectItemsd", "Orientationd", "Spacingd", "NonzeroZScored", "EnsureTyped"]
+
+
+def _rigid(degrees: float = 8.0, shift=(3.0, -4.0, 3.4641016)):
+    """ITK rigid transform: ``degrees`` about an oblique axis through the world origin, then ``shift`` mm."""
+    import itk
+
+    axis = np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    th = np.radians(degrees)
+    tx = itk.AffineTransform[itk.D, 3].New()
+    tx.SetMatrix(itk.matrix_from_array(np.eye(3) + np.sin(th) * k + (1 - np.cos(th)) * k @ k))
+    tx.SetTranslation([float(v) for v in shift])
+    return tx
+
+
+@pytest.fixture(scope="module")
+def misaligned(data, tmp_path_factory):
+    """A test case whose FLAIR file is moved by a known rigid transform (voxels moved, header kept)."""
+    import itk
+    from monai.transforms import LoadImage
+
+    from monai_ext.registration import itk_transform_to_ras_matrix, resample_to_reference
+    from monai_ext.registration.cli import write_nifti_atomic
+
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)
+    files = _test_case(data)
+    flair = LoadImage(image_only=True, ensure_channel_first=True)(files[3])
+    s = _rigid()
+    out = tmp_path_factory.mktemp("misaligned") / os.path.basename(files[3])
+    write_nifti_atomic(resample_to_reference(flair, flair, s, "linear"), str(out))
+    return {"files": files, "moved": [*files[:3], str(out)], "s_ras": itk_transform_to_ras_matrix(s)}
+
+
+def _preprocess(data, files, **overrides):
+    parser = ConfigParser()
+    parser.read_config(configs(NAME, "inference"))
+    parser.update({**SMALL, "dataset_dir": str(data), "datalist": [{"image": files}], **overrides})
+    names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
+    return names, parser.get_parsed_content("dataset")[0]["image"]
+
+
+@pytest.mark.slow
+def test_registration_switch_realigns_a_moved_flair(data, misaligned, untrained_root, tmp_path):
+    """--register true: a FLAIR moved by 8 degrees / 6 mm is registered back to T1c before stacking."""
+    names, truth = _preprocess(data, misaligned["files"])
+    off_names, off = _preprocess(data, misaligned["moved"])
+    on_names, on = _preprocess(data, misaligned["moved"], register=True, **FAST_REG)
+    # the switch off leaves the pipeline as it was: one LoadImaged stacking the files, no registration
+    assert names == off_names == PLAIN
+    assert on_names == ["LoadImaged", "AlignSequencesd", *PLAIN[1:]]
+
+    brain = truth[3] != 0
+
+    def corr(x):
+        return float(np.corrcoef(np.asarray(x[3][brain]), np.asarray(truth[3][brain]))[0, 1])
+
+    assert corr(off) < 0.85 and corr(on) > 0.92 and corr(on) > corr(off) + 0.1, (corr(off), corr(on))
+    # the recovered FLAIR transform undoes the known one: residual < 1 degree and < 1 mm at the centre
+    residual = np.asarray(misaligned["s_ras"]) @ np.asarray(on.meta["registration_ras"][3])
+    u, _, vt = np.linalg.svd(residual[:3, :3])
+    angle = np.degrees(np.arccos(np.clip((np.trace(u @ vt) - 1) / 2, -1, 1)))
+    assert angle < 1.0 and np.linalg.norm(residual[:3, 3]) < 1.0, residual
+    assert on.meta["registration_fixed"] == "t1c"
+    torch.testing.assert_close(on[1], truth[1])  # T1c is the reference: untouched
+    torch.testing.assert_close(on.affine, truth.affine)
+
+    # training preprocessing: the label stays on the reference grid; per-sequence keys only with the switch
+    parser = ConfigParser()
+    parser.read_config(configs(NAME, "train"))
+    parser.update({**SMALL, "dataset_dir": str(data), "register": True, **FAST_REG})
+    label = str(data / json.loads((data / "dataset.json").read_text())["test"][0]["label"])
+    entries = parser.get_parsed_content("to_loadable")(
+        [{"image": [None, *misaligned["moved"][1:]], "label": label}]
+    )
+    assert sorted(k for k in entries[0] if k in SEQUENCES) == ["flair", "t1c", "t2"]
+    item = parser.get_parsed_content("validate#preprocessing")(entries[0])
+    assert item["image"].shape[1:] == item["label"].shape[1:] and item["image"].shape[0] == 4
+    assert float(item["image"][0].abs().max()) == 0.0  # T1 missing: a zero channel
+
+    # end to end: inference with the switch writes the mask on the T1c grid
+    _infer(
+        data,
+        untrained_root,
+        tmp_path / "pred",
+        datalist=[{"image": misaligned["moved"]}],
+        register=True,
+        **FAST_REG,
+    )
+    (mask_file,) = (tmp_path / "pred").glob("*.nii.gz")
+    ref = nib.load(misaligned["files"][1])
+    assert nib.load(str(mask_file)).shape == ref.shape
+    np.testing.assert_allclose(nib.load(str(mask_file)).affine, ref.affine, atol=1e-4)

@@ -1,5 +1,6 @@
 """multimodal_outcome bundle: metadata, the two-input network, tabular encoding, bad input, a CPU smoke
-schedule whose Cox loss falls and whose held-out C-index is reported next to the oracle, inference CSV."""
+schedule whose Cox loss falls and whose held-out C-index is reported next to the oracle, inference CSV,
+attribution maps (one switch) and the optional registration to a reference CT."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import csv
 import json
 import math
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
 from monai.bundle import ConfigParser, verify_metadata
+from PIL import Image
 
 from monai_ext.bundle import verify_bundle
 from monai_ext.data.synthetic import generate
@@ -67,10 +70,11 @@ def test_network_takes_image_and_tabular_with_missing_values():
 
 
 def test_tabular_encoding_and_clear_errors():
+    """The clinical row goes through the library transforms named in train.json (and inference.json)."""
     parser = _parser("train")
-    encode = parser.get_parsed_content("encode_tabular")
+    encode = parser.get_parsed_content("tabular_encoder")
     row = {"age": 75, "sex": "M", "stage": "", "albumin_g_l": None, "ldh_u_l": "220", "crp_mg_l": 10.0}
-    x = encode(row)
+    x = encode(row)["tabular"]
     assert x.dtype == np.float32 and x.shape == (6,)
     np.testing.assert_allclose(x[[0, 1, 4]], [1.0, 1.0, (math.log(220) - 5.4) / 0.35], rtol=1e-5)
     assert np.isnan(x[2]) and np.isnan(x[3]) and np.isfinite(x[5])
@@ -80,10 +84,16 @@ def test_tabular_encoding_and_clear_errors():
         encode({**row, "ldh_u_l": 0})
     with pytest.raises(KeyError, match="'crp_mg_l'"):
         encode({k: v for k, v in row.items() if k != "crp_mg_l"})
-    label = parser.get_parsed_content("encode_label")
-    np.testing.assert_array_equal(label({"time_months": 3.5, "event": 1}), [3.5, 1.0])
+    label = parser.get_parsed_content("survival_target")
+    np.testing.assert_array_equal(label({"time_months": 3.5, "event": 1})["label"], [3.5, 1.0])
     with pytest.raises(ValueError, match="event"):
         label({"time_months": 3.5, "event": 2})
+    # inference.json encodes exactly as train.json does
+    infer = _parser("inference").get_parsed_content("tabular_encoder")
+    np.testing.assert_array_equal(infer(row)["tabular"], x)
+    for name in ("train", "inference"):
+        text = open(configs(NAME, name)[0]).read()
+        assert "encode_tabular" not in text and "prepare_item" not in text
 
 
 def test_wrong_dataset_dir_is_named_before_training(tmp_path):
@@ -170,3 +180,145 @@ def test_train_smoke_learns_evaluates_and_infers(data, tmp_path):
     assert [r[0] for r in rows] == patients
     risks = np.array([float(r[1]) for r in rows])
     assert all(len(r) == 2 for r in rows) and np.isfinite(risks).all() and risks.std() > 0
+
+
+def rigid_transform(degrees: float = 8.0, shift=(3.0, -4.0, 3.4641016)):
+    """An ITK rigid transform (rotation about an oblique axis through the world origin, then ``shift`` mm)."""
+    import itk
+
+    axis = np.array([1.0, 2.0, 3.0]) / math.sqrt(14.0)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    th = math.radians(degrees)
+    tx = itk.AffineTransform[itk.D, 3].New()
+    tx.SetMatrix(itk.matrix_from_array(np.eye(3) + math.sin(th) * k + (1 - math.cos(th)) * k @ k))
+    tx.SetTranslation([float(v) for v in shift])
+    return tx
+
+
+def _small_weights(root) -> torch.nn.Module:
+    """Randomly initialised SMALL network saved as ``root/models/model.pt``."""
+    torch.manual_seed(0)
+    net = _parser("inference", **SMALL).get_parsed_content("network_def")
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    torch.save({"model": net.state_dict()}, root / "models" / "model.pt")
+    return net.eval()
+
+
+def test_inference_writes_attribution_maps_with_one_switch(data, tmp_path):
+    """write_attribution: per case a NIfTI map on the input's grid, a PNG overlay and a per-feature CSV."""
+    net = _small_weights(tmp_path)
+    rows = list(csv.DictReader(open(f"{data}/clinical.csv")))[:3]
+    rows[1]["albumin_g_l"] = ""  # a missing value: empty encoded value, still an attribution
+    # case 0 stored left-anterior (LAS) and cropped: the map must come back onto this grid
+    src = nib.load(f"{data}/{rows[0]['image']}")
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = src.shape[0] - 3
+    arr = np.asarray(src.dataobj)[1:-1, :, 1:-1][::-1].copy()
+    shifted = src.affine.copy()
+    shifted[:3, 3] = src.affine[:3, :3] @ [1, 0, 1] + src.affine[:3, 3]
+    nib.save(nib.Nifti1Image(arr, shifted @ flip), str(tmp_path / "las.nii.gz"))
+    rows[0]["image"] = str(tmp_path / "las.nii.gz")
+    with open(tmp_path / "clinical.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    common = dict(bundle_root=str(tmp_path), dataset_dir=data, clinical_csv=str(tmp_path / "clinical.csv"))
+
+    wf = workflow(NAME, ["inference"], "infer", output_dir=str(tmp_path / "off"), **common, **SMALL)
+    wf.run()
+    wf.finalize()
+    assert (tmp_path / "off" / "risk_scores.csv").is_file() and not (
+        tmp_path / "off" / "attribution"
+    ).exists()
+
+    out = tmp_path / "pred"
+    wf = workflow(
+        NAME, ["inference"], "infer", output_dir=str(out), write_attribution=True, **common, **SMALL
+    )
+    wf.run()
+    wf.finalize()
+    risks = {r[0]: float(r[1]) for r in csv.reader(open(out / "risk_scores.csv"))}
+    assert risks == {r[0]: float(r[1]) for r in csv.reader(open(tmp_path / "off" / "risk_scores.csv"))}
+    ids = [r["patient_id"] for r in rows]
+    expected = {
+        f"{p}{s}"
+        for p in ids
+        for s in ("_attribution.nii.gz", "_attribution.png", "_tabular_attribution.csv")
+    }
+    assert {p.name for p in (out / "attribution").iterdir()} == expected
+
+    mask = nib.load(str(out / "attribution" / f"{ids[0]}_attribution.nii.gz"))
+    las = nib.load(str(tmp_path / "las.nii.gz"))
+    assert mask.shape == las.shape == (30, 32, 14)
+    np.testing.assert_allclose(mask.affine, las.affine, atol=1e-4)
+    values = mask.get_fdata()
+    assert np.isfinite(values).all() and values.min() >= 0 and values.max() > 0.5
+    png = np.asarray(Image.open(out / "attribution" / f"{ids[1]}_attribution.png"))
+    assert png.shape == (32, 32, 3) and png.dtype == np.uint8
+
+    # tabular CSV: one row per clinical column; integrated gradients sum to f(case) - f(reference row)
+    dataset = _parser(
+        "inference", dataset_dir=data, clinical_csv=str(tmp_path / "clinical.csv"), **SMALL
+    ).get_parsed_content("dataset")
+    for i, pid in enumerate(ids):
+        table = list(csv.DictReader(open(out / "attribution" / f"{pid}_tabular_attribution.csv")))
+        assert [r["feature"] for r in table] == _parser("train")["tabular_columns"]
+        assert (table[3]["encoded_value"] == "") == (i == 1)
+        attr = np.array([float(r["attribution"]) for r in table])
+        item = dataset[i]
+        image, tab = item["image"][None].as_tensor(), torch.as_tensor(item["tabular"])[None]
+        with torch.no_grad():
+            risk = float(net(image, tabular=tab))
+            delta = risk - float(net(image, tabular=torch.zeros_like(tab)))
+        assert np.isfinite(attr).all() and attr.sum() == pytest.approx(delta, abs=0.02 * abs(delta) + 2e-3)
+        assert risks[pid] == pytest.approx(risk, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_registration_switch_aligns_ct_to_the_saved_reference(data, tmp_path):
+    """register: a CT moved by a known rigid transform is brought back onto the reference (train saves it)."""
+    import itk
+    from monai.transforms import LoadImage
+
+    from monai_ext.registration import resample_to_reference
+    from monai_ext.registration.cli import write_nifti_atomic
+
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)
+    row = list(csv.DictReader(open(f"{data}/clinical.csv")))[0]
+    reference = f"{data}/{row['image']}"
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+    ct = load(reference)
+    s = rigid_transform()  # 8 degrees, 6 mm about the volume centre (the world origin)
+    write_nifti_atomic(resample_to_reference(ct, ct, s, "linear", -1024.0), str(tmp_path / "moved.nii.gz"))
+    moved = load(str(tmp_path / "moved.nii.gz"))
+    back = resample_to_reference(moved, ct, s.GetInverseTransform(), "linear", -1024.0)
+    write_nifti_atomic(back, str(tmp_path / "ideal.nii.gz"))  # the best any registration can do
+
+    def preprocess(path, **overrides):
+        parser = _parser("train", dataset_dir=data, bundle_root=str(tmp_path), **SMALL, **overrides)
+        compose = parser.get_parsed_content("validate#preprocessing")
+        return parser, compose, compose(dict(row, image=str(path)))["image"]
+
+    _, _, truth = preprocess(reference)
+    _, plain, off = preprocess(tmp_path / "moved.nii.gz")
+    _, _, ideal = preprocess(tmp_path / "ideal.nii.gz")
+    parser, registered, on = preprocess(
+        tmp_path / "moved.nii.gz", register=True, register_reference=reference
+    )
+    names = [type(t).__name__ for t in registered.transforms]
+    assert [n for n in names if n != "RegisterToImaged"] == [type(t).__name__ for t in plain.transforms]
+    assert names.index("RegisterToImaged") == names.index("EnsureChannelFirstd") + 1
+
+    def corr(x):
+        return float(np.corrcoef(np.asarray(x).ravel(), np.asarray(truth).ravel())[0, 1])
+
+    assert on.shape == truth.shape == (1, 32, 32, 16)
+    assert corr(on) > corr(off) + 0.05 and corr(on) > corr(ideal) - 0.02, (corr(off), corr(on), corr(ideal))
+    # switch off: the preprocessing has no registration step and leaves the moved CT where it is
+    assert corr(off) < corr(ideal) - 0.05
+    # train's initialize saves the reference next to the checkpoint; evaluate/inference read it there
+    parser.get_parsed_content("initialize")
+    saved = nib.load(str(tmp_path / "models" / "registration_reference.nii.gz"))
+    np.testing.assert_allclose(saved.affine, nib.load(reference).affine, atol=1e-4)
+    infer = _parser("inference", bundle_root=str(tmp_path), dataset_dir=data, register=True)
+    assert infer.get_parsed_content("registration").reference.shape == ct.shape
