@@ -1,23 +1,26 @@
 """ct_organ_segmentation bundle: metadata, network I/O, a CPU smoke schedule that learns, NIfTI and DICOM
-inference inverted onto the input grid, and a clear error for a wrong dataset_dir."""
+inference inverted onto the input grid (a DICOM SEG for DICOM inputs), and a clear error for a wrong
+dataset_dir."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
-from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 from monai.transforms import LoadImage
 
-from monai_ext.data.dicom import DicomSeriesReader
+from monai_ext.data.dicom import DicomSeriesReader, read_seg, read_series
 from monai_ext.data.synthetic import generate
 from monai_ext.networks.segmentation import build_unet
 
@@ -33,6 +36,8 @@ SMOKE = {
     "learning_rate": 0.01,
 }
 EPOCHS, ITERATIONS = 20, 40
+CHANNEL_DEF = json.loads(open(META).read())["network_data_format"]["outputs"]["pred"]["channel_def"]
+ORGANS = [CHANNEL_DEF[str(k)] for k in range(1, len(CHANNEL_DEF))]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +69,8 @@ def test_default_dataset_dir_is_the_cached_synthetic_set(data, monkeypatch):
         assert parser.get_parsed_content("check_dataset") and parser.get_parsed_content("check_files")
     parser = ConfigParser()
     parser.read_config(configs(NAME, "inference"))
+    parser.get_parsed_content("preprocessing")  # as MONAI Label parses it: no data set needed
+    assert kinds == ["ct_abdomen"] * 3
     assert len(parser.get_parsed_content("datalist")) == 8
     assert kinds == ["ct_abdomen"] * 4
 
@@ -88,17 +95,28 @@ def test_datalist_naming_missing_files_is_named(data, tmp_path):
 
 
 def test_finetune_ckpt_adds_a_loader_first(data, tmp_path):
-    from monai.handlers import CheckpointLoader
+    import torch
+    from ignite.engine import Engine
+
+    from monai_ext.engines.finetune import FinetuneLoader
 
     parser = ConfigParser()
     parser.read_config(configs(NAME, "train"))
-    parser.update({"dataset_dir": data, "finetune_ckpt": str(tmp_path / "start.pt"), **SMOKE})
+    parser.update({"dataset_dir": data, **SMOKE})
+    torch.manual_seed(3)
+    source = parser.get_parsed_content("network_def")
+    torch.save({"model": source.state_dict()}, tmp_path / "start.pt")
+    parser.update({"finetune_ckpt": str(tmp_path / "start.pt")})
+    parser.parse()
     handlers = parser.get_parsed_content("train#trainer#train_handlers")
-    assert isinstance(handlers[0], CheckpointLoader) and handlers[0].load_path == str(tmp_path / "start.pt")
-    assert not handlers[0].strict_shape  # a new num_classes skips the mismatched output layer
+    assert isinstance(handlers[0], FinetuneLoader)
+    handlers[0](Engine(lambda e, b: 0))  # what the trainer runs when a fresh run starts
+    network = parser.get_parsed_content("network")
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(network.state_dict()[name].cpu(), value, msg=name)
     parser.update({"finetune_ckpt": ""})
     parser.parse()
-    assert not isinstance(parser.get_parsed_content("train#trainer#train_handlers")[0], CheckpointLoader)
+    assert not isinstance(parser.get_parsed_content("train#trainer#train_handlers")[0], FinetuneLoader)
 
 
 def _evaluate(data, root, **overrides) -> dict[str, float]:
@@ -122,6 +140,59 @@ def _infer(root, out, **overrides) -> None:
     )
     wf.run()
     wf.finalize()
+
+
+def _check_seg(seg_file, folder, nii_file) -> np.ndarray:
+    """The SEG references ``folder``, names the organs of channel_def, and equals the NIfTI mask."""
+    ds = pydicom.dcmread(seg_file)
+    src = read_series(folder)
+    assert ds.Modality == "SEG" and [s.SegmentLabel for s in ds.SegmentSequence] == ORGANS
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == src.headers[0].SeriesInstanceUID
+    assert len(ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == src.array.shape[2]
+    nii = nib.load(nii_file)
+    mask = np.asarray(nii.dataobj)
+    assert nii.shape == src.array.shape  # the series grid, as read
+    np.testing.assert_allclose(nii.affine, src.affine, atol=1e-4)
+    present = [
+        (k, z) for k in range(1, len(ORGANS) + 1) for z in range(mask.shape[2]) if (mask[..., z] == k).any()
+    ]
+    assert int(ds.NumberOfFrames) == (len(present) or len(ORGANS) * mask.shape[2])
+    labels, names = read_seg(seg_file, folder)
+    assert names == ORGANS
+    np.testing.assert_array_equal(labels, mask)
+    return mask
+
+
+def test_inference_on_a_dicom_folder_writes_seg_on_the_series_grid(data, tmp_path):
+    """One override (input_glob = a series folder), as `monai.bundle run` does it (metadata found next to the
+    config), with untrained weights."""
+    (tmp_path / "models").mkdir()
+    torch.manual_seed(0)
+    net = build_unet(3, 1, 6, channels=SMOKE["unet_channels"], strides=[2, 2, 2])
+    torch.save(net.state_dict(), tmp_path / "models" / "model.pt")
+    folder = f"{data}/dicom/case_006"
+    wf = ConfigWorkflow(
+        config_file=configs(NAME, "inference")[0],
+        workflow_type="infer",
+        bundle_root=str(tmp_path),
+        output_dir=str(tmp_path / "dcm"),
+        input_glob=folder,
+        **SMOKE,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == ["case_006_seg.dcm", "case_006_seg.nii.gz"]
+    mask = _check_seg(tmp_path / "dcm" / "case_006_seg.dcm", folder, tmp_path / "dcm" / "case_006_seg.nii.gz")
+    assert len(np.unique(mask)) > 1  # a real prediction, not an empty mask
+
+    # NIfTI input: the same run writes the NIfTI mask only
+    _infer(tmp_path, tmp_path / "nii", input_glob=f"{data}/imagesTr/case_006.nii.gz")
+    assert sorted(p.name for p in (tmp_path / "nii").iterdir()) == ["case_006_seg.nii.gz"]
+    # the NIfTI and DICOM copies of the case give the same mask (DICOM is LPS: flip x and y back)
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(tmp_path / "nii" / "case_006_seg.nii.gz").dataobj), mask[::-1, ::-1]
+    )
 
 
 @pytest.mark.slow
@@ -167,6 +238,11 @@ def test_train_smoke_learns_evaluates_and_infers(data, tmp_path):
     assert seg_d.shape == tuple(dcm.shape)
     np.testing.assert_allclose(seg_d.affine, dcm.affine.numpy(), atol=1e-4)
     np.testing.assert_array_equal(np.asarray(seg_d.dataobj)[::-1, ::-1], mask)
+    # and a DICOM SEG of the trained prediction, on the series, with the liver in it
+    seg_mask = _check_seg(
+        tmp_path / "dcm" / "case_007_seg.dcm", folder, tmp_path / "dcm" / "case_007_seg.nii.gz"
+    )
+    assert (seg_mask == 1).sum() > 0
 
     # the trained network exports to TorchScript and gives the same logits
     ts = tmp_path / "model.ts"
@@ -208,3 +284,16 @@ def test_inference_input_glob_matching_nothing_is_named(tmp_path):
         _infer(tmp_path, tmp_path / "out", input_glob=str(tmp_path / "*.nii.gz"))
     assert isinstance(err.value.__cause__, FileNotFoundError)
     assert "input_glob" in str(err.value.__cause__) and str(tmp_path) in str(err.value.__cause__)
+
+
+def test_dicom_folder_with_two_series_is_named_before_inference(data, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(f"{data}/dicom/case_000", mixed)
+    for f in sorted(os.listdir(f"{data}/dicom/case_001")):
+        shutil.copy(f"{data}/dicom/case_001/{f}", mixed / f"b_{f}")
+    with pytest.raises(RuntimeError) as err:
+        _infer(tmp_path, tmp_path / "out", input_glob=str(mixed))
+    cause = err.value.__cause__
+    assert isinstance(cause, ValueError), repr(cause)
+    assert str(mixed) in str(cause) and "2 DICOM image series" in str(cause) and "own folder" in str(cause)
+    assert not (tmp_path / "out").exists()

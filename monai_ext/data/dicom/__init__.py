@@ -31,6 +31,8 @@ __all__ = [
     "read_seg",
     "read_rtstruct",
     "dicom2nifti",
+    "SaveDicomSeg",
+    "SaveDicomSegd",
 ]
 
 
@@ -40,6 +42,10 @@ def __getattr__(name: str):
         from monai_ext.data.dicom import seg
 
         return getattr(seg, name)
+    if name in ("SaveDicomSeg", "SaveDicomSegd"):
+        from monai_ext.data.dicom import seg_saver
+
+        return getattr(seg_saver, name)
     if name == "dicom2nifti":
         from monai_ext.data.dicom.convert import dicom2nifti
 
