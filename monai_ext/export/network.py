@@ -3,9 +3,9 @@
 - :func:`export_torchscript`: ``torch.jit.script`` (what ``monai.bundle ckpt_export`` uses) or
   ``torch.jit.trace``; saved, reloaded and compared.
 - :func:`export_onnx`: ``torch.onnx.export`` with the TorchScript-based exporter (``dynamo=False``, the
-  default here: fast, offline, and it handles the multimodal networks, whose input checks are
-  data-dependent Python branches that ``torch.export`` rejects) or the dynamo exporter; a dynamic batch
-  axis; loaded in onnxruntime (CPU) and compared.
+  default here: fast and offline) or the dynamo exporter (the multimodal networks skip their
+  data-dependent presence checks while exporting, so both work); a dynamic batch axis; loaded in
+  onnxruntime (CPU) and compared.
 
 Networks with keyword inputs (``ImageTabularNet(image, tabular=...)``) are wrapped by
 :class:`PositionalInputs` so every input is positional (and named in the ONNX graph). Outputs that are

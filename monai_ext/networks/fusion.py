@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from monai_ext.networks.utils import resolve_presence
+from monai_ext.networks.utils import check_presence_rows, resolve_presence
 
 __all__ = ["CrossModalAttentionFusion", "GatedAttentionFusion", "HeteroModalFusion", "LateFusion"]
 
@@ -42,10 +42,7 @@ def _check_features(features: torch.Tensor, presence: torch.Tensor, name: str) -
             f"{name}: `presence` must have shape (B, M) = ({b}, {m}), got {list(presence.shape)}."
         )
     mask = presence.to(features.device) != 0
-    if not bool(mask.any(dim=1).all()):
-        raise ValueError(
-            f"{name}: `presence` has a batch item with no modality present; expected >= 1 per row."
-        )
+    check_presence_rows(mask, name)
     return mask
 
 

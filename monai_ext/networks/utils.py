@@ -24,7 +24,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["count_parameters", "infer_presence", "resolve_presence", "split_modalities"]
+__all__ = [
+    "check_presence_rows",
+    "count_parameters",
+    "infer_presence",
+    "is_exporting",
+    "resolve_presence",
+    "split_modalities",
+]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -86,14 +93,49 @@ def resolve_presence(
                 f"got {list(presence.shape)}."
             )
         mask = presence.to(image.device) != 0
+    check_presence_rows(mask, name)
+    return mask
+
+
+def is_exporting() -> bool:
+    """``True`` while ``torch.export`` (the dynamo ONNX exporter) or ``torch.jit.trace`` runs the model.
+
+    Checks on tensor *values* (data-dependent branches) are skipped then: ``torch.export`` cannot branch
+    on them and tracing would bake the branch taken into the graph. Under TorchScript it is ``False``,
+    so scripted models keep their checks.
+
+    Example:
+        >>> is_exporting()
+        False
+    """
+    if not torch.jit.is_scripting():
+        return bool(torch.compiler.is_exporting() or torch.jit.is_tracing())
+    return False
+
+
+def check_presence_rows(mask: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if a row of the ``(B, M)`` presence ``mask`` is all False.
+
+    The check reads tensor values, so it is skipped while exporting (:func:`is_exporting`): an exported
+    graph has no way to raise, and a row without any modality then gives the network's answer to an
+    empty input. In eager mode and TorchScript the error names the batch items.
+
+    Example:
+        >>> check_presence_rows(torch.tensor([[True, False]]), "Net")
+        >>> check_presence_rows(torch.tensor([[False, False]]), "Net")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Net: `presence` has no modality present for batch item(s) [0]; ...
+    """
+    if is_exporting():
+        return
     empty = ~mask.any(dim=1)
     if bool(empty.any()):
         idx: list[int] = torch.nonzero(empty).flatten().tolist()
         raise ValueError(
             f"{name}: `presence` has no modality present for batch item(s) {idx}; "
-            f"at least one of the {num_modalities} modalities is needed."
+            f"at least one of the {mask.shape[1]} modalities is needed."
         )
-    return mask
 
 
 def split_modalities(image: torch.Tensor, num_modalities: int) -> list[torch.Tensor]:
