@@ -1,7 +1,6 @@
 """Benchmark: 3D chain ScaleIntensityRange -> RandAffine -> RandGaussianNoise, MONAI vs ours batched.
 
-Prints one JSON line per run (volumes/s for both, and the ratio), measured in the same process on the
-same device with the same data already on that device.
+The ``radiology_3d_chain`` line of ``benchmarks/transforms.py`` (same code) with its own size flags.
 
 Usage:
     python benchmarks/transforms_radiology.py                 # 1x160^3, batch 16, cuda if available
@@ -11,34 +10,15 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import platform
-import time
+# isort: off
+import transforms as bench  # first: sets the OpenMP wait policy before torch starts
 
-import monai
-import torch
-from monai.transforms import Compose, RandAffine, RandGaussianNoise, ScaleIntensityRange
+import argparse  # noqa: E402
+import json  # noqa: E402
 
-from monai_ext.transforms.batch import BatchAugChain, BatchHUWindow, BatchRandAffine, BatchRandGaussianNoise
+import torch  # noqa: E402
 
-ROTATE, SCALE, STD = (0.3, 0.3, 0.3), (0.1, 0.1, 0.1), 0.05
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (allocations, cudnn, caches)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t0) / repeats
+# isort: on
 
 
 def main() -> None:
@@ -54,54 +34,8 @@ def main() -> None:
         a.size, a.batch = 96, 4
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
-    g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(a.batch, 1, a.size, a.size, a.size, generator=g, device=device) * 400 - 200
-
-    monai_chain = Compose(
-        [
-            ScaleIntensityRange(a_min=-1000, a_max=1000, b_min=0.0, b_max=1.0, clip=True),
-            RandAffine(prob=1.0, rotate_range=ROTATE, scale_range=SCALE, padding_mode="zeros", device=device),
-            RandGaussianNoise(prob=1.0, std=STD),
-        ]
-    ).set_random_state(0)
-    ours = BatchAugChain(
-        [
-            BatchHUWindow(-1000, 1000, check_finite=False),
-            BatchRandAffine(prob=1.0, rotate_range=ROTATE, scale_range=SCALE, padding_mode="zeros", seed=0),
-            BatchRandGaussianNoise(prob=1.0, std=STD, seed=0),
-        ],
-        check_finite=False,
-    )
-
-    def run_monai() -> None:
-        for i in range(a.batch):
-            monai_chain(x[i])
-
-    def run_ours() -> None:
-        with torch.no_grad():
-            ours(x)
-
-    t_monai = _time(run_monai, device, a.repeats)
-    t_ours = _time(run_ours, device, a.repeats)
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(
-        json.dumps(
-            {
-                "benchmark": "radiology_3d_chain",
-                "chain": "ScaleIntensityRange->RandAffine->RandGaussianNoise",
-                "device": f"{device.type}:{dev_name}",
-                "threads": a.threads if device.type == "cpu" else None,
-                "shape": [1, a.size, a.size, a.size],
-                "batch": a.batch,
-                "monai_per_sample_volumes_per_s": round(a.batch / t_monai, 3),
-                "ours_batched_volumes_per_s": round(a.batch / t_ours, 3),
-                "ratio": round(t_monai / t_ours, 2),
-                "torch": torch.__version__,
-                "monai": monai.__version__,
-                "date": datetime.date.today().isoformat(),
-            }
-        )
-    )
+    res = bench.bench_radiology_chain(device, a.size, a.batch, a.repeats)
+    print(json.dumps({**res, **bench.run_info(device, a.repeats)}))
 
 
 if __name__ == "__main__":

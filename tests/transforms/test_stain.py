@@ -109,9 +109,9 @@ def test_od_round_trip_and_tissue_mask():
 def test_macenko_agrees_with_monai(ihc, params):
     """Same maths as MONAI's ExtractHEStains / NormalizeHEStains on the real IHC image.
 
-    MONAI 1.6 orders the two vectors with H = lower R/B OD ratio (so it swaps H and E against its own
-    default target); ours takes H = larger R/B (Macenko's code). With the target's columns swapped
-    for MONAI the outputs agree to 1 grey level (MONAI truncates to uint8, we round).
+    MONAI 1.6's estimate comes out with H and E the other way round (so it swaps them against its own
+    default target); ours takes H = the larger red OD component (HEnorm's rule). With the target's
+    columns swapped for MONAI the outputs agree to 1 grey level (MONAI truncates to uint8, we round).
     """
     pathology = pytest.importorskip("monai.apps.pathology.transforms")
     img = ihc.permute(1, 2, 0).numpy()
@@ -300,3 +300,52 @@ def test_bad_input_messages():
         F.macenko_normalize(torch.zeros(3, 8, 8), target_stains=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="hed_jitter: `alpha`"):
         F.hed_jitter(torch.zeros(2, 3, 8, 8), torch.ones(5), 0.0)
+
+
+# ----------------------------------------------------------------------------- exact percentiles, CPU chunks
+def test_tail_percentiles_exact_on_both_cpu_paths():
+    """The CPU candidate path and its topk fallback both give numpy's 'linear' percentiles exactly."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(4, 5000, generator=g)
+    mask = torch.rand(4, 5000, generator=g) > 0.3
+    mask[3] = False  # an empty row gives 0
+    v[2, ::16] = -1e3 - torch.arange(313.0)  # the 1-in-16 subsample holds the smallest: fallback path
+    v[1, ::7] = 0.25  # ties
+    n = mask.sum(1)
+    lo, hi = F._tail_percentiles(v, n, 1.0, mask)
+    for i in range(3):
+        ref = np.percentile(v[i][mask[i]].double().numpy(), [1.0, 99.0])
+        np.testing.assert_allclose([lo[i].item(), hi[i].item()], ref, rtol=1e-6, atol=1e-6)
+    assert lo[3] == 0 and hi[3] == 0
+    _, top = F._tail_percentiles(v[:3], torch.full((3,), 5000), 0.5, low_too=False)
+    np.testing.assert_allclose(top.numpy(), np.percentile(v[:3].numpy(), 99.5, axis=1), rtol=1e-6)
+
+
+def test_macenko_cpu_chunks_equal_one_pass(ihc, monkeypatch):
+    """CPU batches run in cache-sized chunks; the result does not depend on the chunk size."""
+    tiles = torch.stack([ihc[:, i : i + 64, j : j + 64] for i in (0, 200, 400) for j in (0, 150, 300)])
+    tiles[4] = 255  # a white tile passes through inside a chunk
+    one_out, one_pt = F.macenko_normalize(tiles)
+    one_fit = F.macenko_fit(tiles)
+    monkeypatch.setattr(F, "_CPU_CHUNK_PIXELS", 2 * 64 * 64)  # chunks of 2 tiles
+    out, pt = F.macenko_normalize(tiles)
+    fit = F.macenko_fit(tiles)
+    assert torch.equal(out, one_out) and torch.equal(pt, one_pt) and pt[4] and not pt[:4].any()
+    assert torch.equal(fit.stains, one_fit.stains) and torch.equal(fit.max_conc, one_fit.max_conc)
+    assert torch.equal(out[4], tiles[4])
+
+
+def test_macenko_orders_stains_by_red_absorption_not_red_blue_ratio():
+    """An eosin that absorbs almost no blue has a larger R/B ratio than haematoxylin: H must stay H."""
+    h = torch.tensor([0.60, 0.70, 0.27])
+    e = torch.tensor([0.28, 0.96, 0.08])
+    h, e = h / h.norm(), e / e.norm()
+    g = torch.Generator().manual_seed(0)
+    ch = torch.rand(1, 96, 96, generator=g) * 1.2
+    ce = torch.rand(1, 96, 96, generator=g) * 1.0
+    od = h[:, None, None] * ch + e[:, None, None] * ce
+    img = (255 * torch.exp(-od)).round().to(torch.uint8)
+    fit = F.macenko_fit(img)
+    assert not fit.passthrough.any()
+    est_h, est_e = fit.stains[0, :, 0], fit.stains[0, :, 1]
+    assert torch.dot(est_h, h) > torch.dot(est_h, e) and torch.dot(est_e, e) > torch.dot(est_e, h)

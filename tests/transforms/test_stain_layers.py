@@ -89,11 +89,47 @@ def test_array_random_transforms_repeat_with_seed(tiles, cls, kwargs):
     assert torch.equal(cls(prob=0.0, **kwargs)(x), x)
 
 
-def test_array_dihedral_inverse_with_metatensor():
-    aug = A.RandDihedral2D(prob=1.0).set_random_state(1)
-    x = MetaTensor(torch.rand(2, 8, 8))
-    y = aug(x)
-    assert torch.equal(aug.inverse(y).as_tensor(), x.as_tensor())
+@pytest.mark.parametrize("shape", [(5, 7), (6, 6)])
+def test_array_dihedral_affine_matches_monai_rotate90_flip_and_inverts(shape):
+    """Element k = MONAI Rotate90(k % 4, (0, 1)) then Flip(1) if k >= 4: same pixels, same affine;
+    inverse restores both and pops the record."""
+    from monai.transforms import Flip, Rotate90
+
+    aff = torch.tensor(
+        [[0.7, 0.1, 0.0, 10.0], [-0.2, 0.9, 0.0, -5.0], [0.0, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]],
+        dtype=torch.float64,
+    )
+    x = MetaTensor(torch.arange(2 * shape[0] * shape[1], dtype=torch.float32).view(2, *shape), affine=aff)
+    for k in range(8):
+        ref = Rotate90(k % 4, (0, 1))(x)
+        ref = Flip(1)(ref) if k >= 4 else ref
+        aug = A.RandDihedral2D(prob=1.0)
+        aug._do_transform, aug.k = True, k
+        y = aug(x, randomize=False)
+        assert torch.equal(y.as_tensor(), ref.as_tensor()), k
+        torch.testing.assert_close(y.affine, ref.affine, atol=1e-12, rtol=0)
+        assert y.applied_operations[-1]["class"] == "RandDihedral2D"
+        inv = aug.inverse(y)
+        assert torch.equal(inv.as_tensor(), x.as_tensor()) and not inv.applied_operations
+        torch.testing.assert_close(inv.affine, aff, atol=1e-12, rtol=0)
+    skipped = A.RandDihedral2D(prob=0.0)(x)
+    assert torch.equal(skipped.affine, aff) and torch.equal(skipped.as_tensor(), x.as_tensor())
+
+
+def test_dictionary_dihedral_inverts_through_compose():
+    t = Compose([D.RandDihedral2Dd(["image", "label"], prob=1.0)]).set_random_state(5)
+    aff = torch.diag(torch.tensor([0.5, 0.25, 1.0, 1.0], dtype=torch.float64))
+    data = {
+        "image": MetaTensor(torch.rand(3, 6, 6), affine=aff),
+        "label": MetaTensor(torch.arange(36.0).view(1, 6, 6), affine=aff),
+    }
+    out = t(data)
+    assert t.transforms[0].t.k != 0 and not torch.equal(out["label"].affine, aff)
+    assert torch.equal(out["image"].affine, out["label"].affine)
+    back = t.inverse(out)
+    for key in ("image", "label"):
+        assert torch.equal(back[key].as_tensor(), data[key].as_tensor())
+        torch.testing.assert_close(back[key].affine, aff, atol=1e-12, rtol=0)
 
 
 # ----------------------------------------------------------------------------- batch layer

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor, get_track_meta
 from monai.transforms import InvertibleTransform, RandomizableTransform, Transform
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 
+from monai_ext.transforms.batch.stain import BatchMacenkoNormalize
 from monai_ext.transforms.functional import stain as F
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "RandRGBBrightnessContrast",
     "RandDihedral2D",
     "RandRGBGaussianBlur",
+    "dihedral_affine",
 ]
 
 
@@ -104,50 +107,47 @@ class MacenkoStainNormalize(Transform):
         min_tissue_pixels: int = 64,
         exclude_ink: bool = True,
     ) -> None:
-        self.target_stains, self.target_max_conc = F.macenko_target(
-            target_stains, target_max_conc, "MacenkoStainNormalize"
+        self.norm = BatchMacenkoNormalize(
+            target_stains,
+            target_max_conc,
+            tli,
+            alpha,
+            beta,
+            od_floor,
+            conc_percentile,
+            min_tissue_fraction,
+            min_tissue_pixels,
+            exclude_ink,
+            validate=False,  # checked per call by _rgb
         )
-        self.kwargs = {
-            "tli": tli,
-            "alpha": alpha,
-            "beta": beta,
-            "od_floor": od_floor,
-            "conc_percentile": conc_percentile,
-            "min_tissue_fraction": min_tissue_fraction,
-            "min_tissue_pixels": min_tissue_pixels,
-            "exclude_ink": exclude_ink,
-        }
-        self.slide_fit: F.MacenkoFit | None = None
+        self.norm.owner = "MacenkoStainNormalize"
         self.passthrough: torch.Tensor | None = None
+
+    @property
+    def target_stains(self) -> torch.Tensor:
+        return self.norm.target_stains
+
+    @property
+    def target_max_conc(self) -> torch.Tensor:
+        return self.norm.target_max_conc
+
+    @property
+    def slide_fit(self) -> F.MacenkoFit | None:
+        return self.norm.slide_fit
 
     def fit_target(self, image: NdarrayOrTensor) -> MacenkoStainNormalize:
         """Take target stains and max concentrations from ``image`` (3, H, W); raises if it has no tissue."""
-        fit = F.macenko_fit(_rgb(image, "MacenkoStainNormalize.fit_target")[None], **self.kwargs)
-        if bool(fit.passthrough[0]):
-            raise ValueError("MacenkoStainNormalize.fit_target: `image` has too little tissue to fit stains.")
-        self.target_stains, self.target_max_conc = fit.stains[0].cpu(), fit.max_conc[0].cpu()
+        self.norm.fit_target(_rgb(image, "MacenkoStainNormalize.fit_target"))
         return self
 
     def fit_slide(self, region: NdarrayOrTensor) -> F.MacenkoFit:
         """Fit one stain matrix on a slide region (3, H, W) or tiles (B, 3, H, W); used for later calls."""
-        t = convert_to_tensor(region, track_meta=False)
-        F.check_rgb(t, "MacenkoStainNormalize.fit_slide: `region`")
-        fit = F.macenko_fit(t, pool=True, **self.kwargs)
-        if bool(fit.passthrough[0]):
-            raise ValueError("MacenkoStainNormalize.fit_slide: `region` has too little tissue to fit stains.")
-        self.slide_fit = fit
-        return fit
+        return self.norm.fit_slide(convert_to_tensor(region, track_meta=False))
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        t = _rgb(img, "MacenkoStainNormalize")
-        out, self.passthrough = F.macenko_normalize(
-            t,
-            self.target_stains.to(t.device),
-            self.target_max_conc.to(t.device),
-            fit=self.slide_fit,
-            **self.kwargs,
-        )
-        return _back(out, img)
+        out, passthrough = self.norm(_rgb(img, "MacenkoStainNormalize")[None])
+        self.passthrough = passthrough[0]
+        return _back(out[0], img)
 
 
 class ReinhardStainNormalize(Transform):
@@ -238,16 +238,19 @@ class _RandColour(RandomizableTransform):
 class RandHEDJitter(_RandColour):
     """HED stain augmentation (Tellez et al. 2018): per stain ``c' = alpha * c + beta`` in
     Ruifrok-Johnston HED space, ``alpha ~ U(1 - sigma, 1 + sigma)``, ``beta ~ U(-bias, bias)``.
+    ``bias`` is in the current scikit-image HED units (``log(rgb) / log(1e-6)``); Tellez et al.'s
+    0.05 was in the older ``-log(rgb + 2)`` units, where the same shift changes a tissue pixel about 4x
+    less, so the default here is 0.01.
 
     Example:
-        >>> aug = RandHEDJitter(prob=1.0, sigma=0.05, bias=0.05)
+        >>> aug = RandHEDJitter(prob=1.0, sigma=0.05, bias=0.01)
         >>> aug.set_random_state(0)(torch.rand(3, 8, 8)).shape
         torch.Size([3, 8, 8])
     """
 
     name = "RandHEDJitter"
 
-    def __init__(self, prob: float = 0.5, sigma: float = 0.05, bias: float = 0.05) -> None:
+    def __init__(self, prob: float = 0.5, sigma: float = 0.05, bias: float = 0.01) -> None:
         super().__init__(prob)
         if sigma < 0 or bias < 0:
             raise ValueError(f"RandHEDJitter: `sigma` and `bias` must be >= 0, got {sigma}, {bias}.")
@@ -344,11 +347,38 @@ class RandRGBGaussianBlur(_RandColour):
         return F.rgb_gaussian_blur(t, self.sigma)
 
 
+def dihedral_affine(k: int, spatial_shape: Sequence[int], rank: int = 2) -> torch.Tensor:
+    """``(rank + 1)^2`` float64 voxel map of dihedral element ``k`` on a ``spatial_shape`` (H, W)
+    image: output voxel index -> input voxel index, composed exactly as MONAI's ``Rotate90(k % 4,
+    spatial_axes=(0, 1))`` then ``Flip(spatial_axis=1)`` (for ``k >= 4``) update a MetaTensor's affine
+    (``affine_new = affine @ map``). ``rank`` is the affine's spatial rank (3 for a 2D slice of a volume).
+
+    Example:
+        >>> dihedral_affine(4, (3, 5))[:2].tolist()  # left-right flip: j -> 4 - j
+        [[1.0, 0.0, 0.0], [0.0, -1.0, 4.0]]
+    """
+    h, w = (int(v) for v in spatial_shape)
+    q = k % 4
+    new = (w, h) if q % 2 else (h, w)
+    rot = np.array([[0.0, 1.0], [-1.0, 0.0]])  # MONAI's quarter turn about axes (0, 1): angle -pi/2
+    lin = np.linalg.matrix_power(rot, q)
+    # x_in = T(+(old - 1) / 2) @ R^q @ T(-(new - 1) / 2) @ x_out
+    shift = np.array([(h - 1) / 2, (w - 1) / 2]) - lin @ np.array([(new[0] - 1) / 2, (new[1] - 1) / 2])
+    m = np.eye(rank + 1)
+    m[:2, :2], m[:2, rank] = lin, shift
+    if k >= 4:  # then flip the last spatial axis of the rotated image
+        flip = np.eye(rank + 1)
+        flip[1, 1], flip[1, rank] = -1.0, new[1] - 1
+        m = m @ flip
+    return torch.as_tensor(m, dtype=torch.float64)
+
+
 class RandDihedral2D(RandomizableTransform, InvertibleTransform):
     """One of the 8 dihedral elements (quarter turns, then an optional flip) of the last two dims.
 
-    Any channel count and dtype (images and labels alike); invertible through MONAI's inverse
-    machinery on MetaTensors (the affine is not updated: pixel-space augmentation for patches).
+    Any channel count and dtype (images and labels alike). On a MetaTensor the affine is updated as
+    MONAI's ``Rotate90`` / ``Flip`` update it (:func:`dihedral_affine`) and the call is recorded, so
+    ``inverse`` (and ``Compose.inverse`` / ``Invertd``) restores pixels and affine.
 
     Example:
         >>> aug = RandDihedral2D(prob=1.0).set_random_state(0)
@@ -373,20 +403,36 @@ class RandDihedral2D(RandomizableTransform, InvertibleTransform):
         """Undo element ``k`` (reflections are their own inverse, quarter turns reverse)."""
         return F.dihedral_2d(img, (4 - k) % 4 if k < 4 else k)
 
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
-        if randomize:
-            self.randomize(None)
+    def _apply(self, img: NdarrayOrTensor, k: int, track: bool) -> NdarrayOrTensor:
         t = convert_to_tensor(img, track_meta=False)
         if t.ndim != 3:
             raise ValueError(f"RandDihedral2D: expected a (C, H, W) image, got shape {tuple(t.shape)}.")
-        out = convert_to_dst_type(F.dihedral_2d(t, self.k) if self._do_transform else t, img)[0]
-        if isinstance(out, torch.Tensor):
-            self.push_transform(out, extra_info={"k": self.k})
-        return out
+        out = F.dihedral_2d(t, k) if k else t.clone()
+        if not isinstance(img, MetaTensor) or not get_track_meta():
+            return convert_to_dst_type(out, img)[0]
+        size = list(t.shape[1:])
+        xform = dihedral_affine(k, size, img.affine.shape[-1] - 1)
+        if not track:  # inverse: only the affine goes back
+            res = MetaTensor(out)
+            res.copy_meta_from(img)
+            res.affine = img.affine @ xform.to(img.affine)
+            return res
+        meta = self.track_transform_meta(
+            img,
+            sp_size=list(out.shape[1:]),
+            affine=xform,
+            extra_info={"k": k},
+            orig_size=size,
+            transform_info=self.get_transform_info(),
+        )
+        return MetaTensor(out).copy_meta_from(meta)
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize(None)
+        return self._apply(img, self.k if self._do_transform else 0, True)
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
         info = self.pop_transform(data)
-        if not info[TraceKeys.DO_TRANSFORM]:
-            return data
-        t = convert_to_tensor(data, track_meta=False)
-        return convert_to_dst_type(self.inverse_k(t, int(info[TraceKeys.EXTRA_INFO]["k"])), data)[0]
+        k = int(info[TraceKeys.EXTRA_INFO]["k"]) if info[TraceKeys.DO_TRANSFORM] else 0
+        return self._apply(data, (4 - k) % 4 if k < 4 else k, False)

@@ -66,31 +66,49 @@ def _non_negative(owner: str, **values: float) -> None:
 
 
 class _RGBAugmentation(BatchAugmentation):
-    """Per-sample RGB augmentation: (B, 3, H, W) uint8 or float [0, 1]; label passes through."""
+    """Per-sample RGB augmentation: (B, 3, H, W) uint8 or float [0, 1]; label passes through.
+
+    Subclasses declare their parameters in ``ranges()`` (name -> ``(low, high, width)``, each drawn
+    ``U(low, high)`` with shape ``(B,)`` or ``(B, width)``) and the ``kernel`` called as
+    ``kernel(image, *params in that order, **kernel_kwargs())``.
+    """
 
     allow_integer = True
     spatial_dims = (2,)
+    kernel: Any = None
 
     def __init__(self, prob: float = 0.5, seed: int | None = None, check_finite: bool = True) -> None:
         super().__init__(prob=prob, seed=seed, num_channels=3, check_finite=check_finite)
+
+    def ranges(self) -> dict[str, tuple[float, float, int | None]]:
+        raise NotImplementedError
+
+    def kernel_kwargs(self) -> dict[str, Any]:
+        return {}
 
     def validate(self, image: Tensor, label: Tensor | None) -> None:
         """Shape, dtype and (with ``check_finite``) the RGB value range: uint8 0..255 or float [0, 1]."""
         _check_rgb_batch(image, type(self).__name__, self.check_finite)
         check_batch_label(label, image, type(self).__name__)
 
-    def transform(self, image: Tensor, params: dict[str, Any]) -> Tensor:
-        """The RGB kernel on the whole batch (subclasses)."""
-        raise NotImplementedError
+    def draw(self, image, generator):
+        b, dev = image.shape[0], image.device
+        return {
+            name: self._uniform(lo, hi, b, generator, dev, *(() if width is None else (width,)))
+            for name, (lo, hi, width) in self.ranges().items()
+        }
 
     def apply(self, image, label, params):
-        out = self.transform(image, params)
+        out = type(self).kernel(image, *(params[name] for name in self.ranges()), **self.kernel_kwargs())
         return torch.where(self._mask(params["apply"], image), out, image), label
 
 
 class BatchHEDJitter(_RGBAugmentation):
     """Tellez et al. 2018 HED augmentation per sample: ``alpha ~ U(1 - sigma, 1 + sigma)``,
     ``beta ~ U(-bias, bias)``, (B, 3) each, in scikit-image HED units.
+    ``bias`` is in the current scikit-image HED units (``log(rgb) / log(1e-6)``); Tellez et al.'s
+    0.05 was in the older ``-log(rgb + 2)`` units, where the same shift changes a tissue pixel about 4x
+    less, so the default here is 0.01.
 
     Example:
         >>> out = BatchHEDJitter(prob=1.0, seed=0)(torch.rand(4, 3, 8, 8))
@@ -98,11 +116,13 @@ class BatchHEDJitter(_RGBAugmentation):
         torch.Size([4, 3])
     """
 
+    kernel = F.hed_jitter
+
     def __init__(
         self,
         prob: float = 0.5,
         sigma: float = 0.05,
-        bias: float = 0.05,
+        bias: float = 0.01,
         seed: int | None = None,
         check_finite: bool = True,
     ) -> None:
@@ -110,15 +130,8 @@ class BatchHEDJitter(_RGBAugmentation):
         _non_negative("BatchHEDJitter", sigma=sigma, bias=bias)
         self.sigma, self.bias = sigma, bias
 
-    def draw(self, image, generator):
-        b, dev = image.shape[0], image.device
-        return {
-            "alpha": self._uniform(1 - self.sigma, 1 + self.sigma, b, generator, dev, 3),
-            "beta": self._uniform(-self.bias, self.bias, b, generator, dev, 3),
-        }
-
-    def transform(self, image, params):
-        return F.hed_jitter(image, params["alpha"], params["beta"])
+    def ranges(self):
+        return {"alpha": (1 - self.sigma, 1 + self.sigma, 3), "beta": (-self.bias, self.bias, 3)}
 
 
 class BatchHSVJitter(_RGBAugmentation):
@@ -128,6 +141,8 @@ class BatchHSVJitter(_RGBAugmentation):
         >>> BatchHSVJitter(prob=1.0, seed=0)(torch.rand(2, 3, 8, 8)).image.shape
         torch.Size([2, 3, 8, 8])
     """
+
+    kernel = F.hsv_jitter
 
     def __init__(
         self,
@@ -142,16 +157,12 @@ class BatchHSVJitter(_RGBAugmentation):
         _non_negative("BatchHSVJitter", hue=hue, saturation=saturation, value=value)
         self.hue, self.saturation, self.value = hue, saturation, value
 
-    def draw(self, image, generator):
-        b, dev = image.shape[0], image.device
+    def ranges(self):
         return {
-            "hue": self._uniform(-self.hue, self.hue, b, generator, dev),
-            "saturation": self._uniform(1 - self.saturation, 1 + self.saturation, b, generator, dev),
-            "value": self._uniform(1 - self.value, 1 + self.value, b, generator, dev),
+            "hue": (-self.hue, self.hue, None),
+            "saturation": (1 - self.saturation, 1 + self.saturation, None),
+            "value": (1 - self.value, 1 + self.value, None),
         }
-
-    def transform(self, image, params):
-        return F.hsv_jitter(image, params["hue"], params["saturation"], params["value"])
 
 
 class BatchRGBBrightnessContrast(_RGBAugmentation):
@@ -161,6 +172,8 @@ class BatchRGBBrightnessContrast(_RGBAugmentation):
         >>> BatchRGBBrightnessContrast(prob=1.0, seed=0)(torch.rand(2, 3, 8, 8)).image.shape
         torch.Size([2, 3, 8, 8])
     """
+
+    kernel = F.rgb_brightness_contrast
 
     def __init__(
         self,
@@ -174,15 +187,11 @@ class BatchRGBBrightnessContrast(_RGBAugmentation):
         _non_negative("BatchRGBBrightnessContrast", brightness=brightness, contrast=contrast)
         self.brightness, self.contrast = brightness, contrast
 
-    def draw(self, image, generator):
-        b, dev = image.shape[0], image.device
+    def ranges(self):
         return {
-            "brightness": self._uniform(-self.brightness, self.brightness, b, generator, dev),
-            "contrast": self._uniform(1 - self.contrast, 1 + self.contrast, b, generator, dev),
+            "brightness": (-self.brightness, self.brightness, None),
+            "contrast": (1 - self.contrast, 1 + self.contrast, None),
         }
-
-    def transform(self, image, params):
-        return F.rgb_brightness_contrast(image, params["brightness"], params["contrast"])
 
 
 class BatchRGBGaussianBlur(_RGBAugmentation):
@@ -192,6 +201,8 @@ class BatchRGBGaussianBlur(_RGBAugmentation):
         >>> BatchRGBGaussianBlur(prob=1.0, seed=0)(torch.rand(2, 3, 16, 16)).image.shape
         torch.Size([2, 3, 16, 16])
     """
+
+    kernel = F.rgb_gaussian_blur
 
     def __init__(
         self,
@@ -203,11 +214,11 @@ class BatchRGBGaussianBlur(_RGBAugmentation):
         super().__init__(prob, seed, check_finite)
         self.sigma = value_range(sigma, "sigma", "BatchRGBGaussianBlur", low=0.0)
 
-    def draw(self, image, generator):
-        return {"sigma": self._uniform(*self.sigma, image.shape[0], generator, image.device)}
+    def ranges(self):
+        return {"sigma": (*self.sigma, None)}
 
-    def transform(self, image, params):
-        return F.rgb_gaussian_blur(image, params["sigma"], max_sigma=self.sigma[1])
+    def kernel_kwargs(self):
+        return {"max_sigma": self.sigma[1]}
 
 
 class BatchDihedral2D(BatchAugmentation):
@@ -290,31 +301,33 @@ class BatchMacenkoNormalize(nn.Module):
         }
         self.validate = validate
         self.slide_fit: F.MacenkoFit | None = None
+        self.owner = "BatchMacenkoNormalize"  # the name in error messages (the array layer sets its own)
+
+    def _pooled_fit(self, region: Tensor, method: str, arg: str) -> F.MacenkoFit:
+        """Pooled fit of ``region`` (3, H, W) or (B, 3, H, W); raises (naming ``owner``) without tissue."""
+        F.check_rgb(region, f"{self.owner}.{method}: `{arg}`")
+        fit = F.macenko_fit(region, pool=True, **self.kwargs)
+        if bool(fit.passthrough[0]):
+            raise ValueError(f"{self.owner}.{method}: `{arg}` has too little tissue to fit stains.")
+        return fit
 
     def fit_target(self, image: Tensor) -> BatchMacenkoNormalize:
         """Target stains / max concentrations from one image (3, H, W) or pooled tiles (B, 3, H, W)."""
-        F.check_rgb(image, "BatchMacenkoNormalize.fit_target: `image`")
-        fit = F.macenko_fit(image, pool=True, **self.kwargs)
-        if bool(fit.passthrough[0]):
-            raise ValueError("BatchMacenkoNormalize.fit_target: `image` has too little tissue to fit stains.")
-        self.target_stains.copy_(fit.stains[0])
-        self.target_max_conc.copy_(fit.max_conc[0])
+        fit = self._pooled_fit(image, "fit_target", "image")
+        self.target_stains.copy_(fit.stains[0].to(self.target_stains.device))
+        self.target_max_conc.copy_(fit.max_conc[0].to(self.target_max_conc.device))
         return self
 
     def fit_slide(self, region: Tensor) -> F.MacenkoFit:
         """One stain matrix for a whole slide from a region (3, H, W) or tiles (B, 3, H, W)."""
-        F.check_rgb(region, "BatchMacenkoNormalize.fit_slide: `region`")
-        fit = F.macenko_fit(region, pool=True, **self.kwargs)
-        if bool(fit.passthrough[0]):
-            raise ValueError("BatchMacenkoNormalize.fit_slide: `region` has too little tissue to fit stains.")
-        self.slide_fit = fit
-        return fit
+        self.slide_fit = self._pooled_fit(region, "fit_slide", "region")
+        return self.slide_fit
 
     def reset_slide(self) -> None:
         self.slide_fit = None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        _check_rgb_batch(x, "BatchMacenkoNormalize", self.validate)
+        _check_rgb_batch(x, self.owner, self.validate)
         return F.macenko_normalize(
             x, self.target_stains, self.target_max_conc, fit=self.slide_fit, **self.kwargs
         )

@@ -58,10 +58,14 @@ class AffineWarpd(MapTransform, InvertibleTransform):
         return d
 
 
-class RandAffineWarpd(RandMapWrapper, InvertibleTransform):
-    """Dictionary :class:`~monai_ext.transforms.array.RandAffineWarp` (per-key ``mode``); invertible."""
+class _RandWarpd(RandMapWrapper):
+    """Shared body of the random warps: per-key ``mode`` / ``padding_mode``, one draw for all keys.
 
-    array_cls = asp.RandAffineWarp
+    ``track_skipped`` warps every key even when not drawn (as a recorded no-op, so ``inverse`` pops
+    one entry per call); otherwise a skipped call returns the data untouched.
+    """
+
+    track_skipped = False
     spatial_randomize = True
 
     def __init__(
@@ -81,13 +85,20 @@ class RandAffineWarpd(RandMapWrapper, InvertibleTransform):
         d = dict(data)
         self.randomize(None)
         keys = list(self.key_iterator(d))
-        if not keys:
+        if not keys or not (self._do_transform or self.track_skipped):
             return d
         self.randomize_for(d[keys[0]])
-        self.transform._do_transform = self._do_transform  # not applied: tracked as a no-op for inverse
+        self.transform._do_transform = self._do_transform
         for key, m, p in self.key_iterator(d, self.mode, self.padding_mode):
             d[key] = self.transform(d[key], mode=m, padding_mode=p, randomize=False)
         return d
+
+
+class RandAffineWarpd(_RandWarpd, InvertibleTransform):
+    """Dictionary :class:`~monai_ext.transforms.array.RandAffineWarp` (per-key ``mode``); invertible."""
+
+    array_cls = asp.RandAffineWarp
+    track_skipped = True  # not applied: tracked as a no-op for inverse
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -96,11 +107,11 @@ class RandAffineWarpd(RandMapWrapper, InvertibleTransform):
         return d
 
 
-class RandElasticWarpd(RandMapWrapper):
-    """Dictionary :class:`~monai_ext.transforms.array.RandElasticWarp` (per-key ``mode``)."""
+class RandElasticWarpd(_RandWarpd):
+    """Dictionary :class:`~monai_ext.transforms.array.RandElasticWarp` (per-key ``mode``; default
+    ``padding_mode="border"``)."""
 
     array_cls = asp.RandElasticWarp
-    spatial_randomize = True
 
     def __init__(
         self,
@@ -111,20 +122,7 @@ class RandElasticWarpd(RandMapWrapper):
         allow_missing_keys: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(keys, prob, allow_missing_keys, **kwargs)
-        self.mode = ensure_tuple_rep(mode, len(self.keys))
-        self.padding_mode = ensure_tuple_rep(padding_mode, len(self.keys))
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize(None)
-        keys = list(self.key_iterator(d))
-        if not self._do_transform or not keys:
-            return d
-        self.randomize_for(d[keys[0]])
-        for key, m, p in self.key_iterator(d, self.mode, self.padding_mode):
-            d[key] = self.transform(d[key], mode=m, padding_mode=p, randomize=False)
-        return d
+        super().__init__(keys, prob, mode, padding_mode, allow_missing_keys, **kwargs)
 
 
 class RandLabelBalancedCropd(RandomizableTransform, MapTransform, InvertibleTransform):
