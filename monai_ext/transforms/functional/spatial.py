@@ -271,8 +271,8 @@ def sample_crop_starts(
     ``RandCropByPosNegLabel`` (positive = ``label > 0``; negative = ``label == 0`` and, if ``image`` is given,
     ``image > image_threshold``); more ratios mean one per class value ``0..K-1`` like
     ``RandCropByLabelClasses``. Classes absent from a sample get probability 0; a sample with none of them
-    draws uniformly. Centres are uniform over each class's voxels and then shifted so the crop fits, as
-    MONAI does. Everything stays on the device (no host sync).
+    draws uniformly. Centres are uniform over each class's voxels (drawn with replacement) and then
+    shifted so the crop fits, as MONAI does. Everything stays on the device (no host sync).
 
     Example:
         >>> lab = torch.zeros(1, 1, 8, 8, dtype=torch.long)
@@ -304,13 +304,17 @@ def sample_crop_starts(
     masks.append(torch.ones_like(masks[0]))
     w = torch.cat([w, none], dim=1)
     choice = torch.multinomial(w, num_samples, replacement=True, generator=generator)  # (B, N)
-    keys = torch.rand(lab.shape, generator=generator, device=dev)
+    u = torch.rand(b, len(masks), num_samples, generator=generator, device=dev)
     flat = torch.zeros(b, num_samples, dtype=torch.long, device=dev)
-    k = min(num_samples, lab.shape[1])
+    n_vox = lab.shape[1]
     for m_i, m in enumerate(masks):
-        score, pos = torch.where(m, keys, -1.0).topk(k, dim=-1)
-        pos = torch.where(score >= 0, pos, pos[:, :1])  # fewer voxels than crops: reuse the first
-        pos = pos.repeat(1, (num_samples + k - 1) // k)[:, :num_samples]
+        if m_i == len(masks) - 1:  # the uniform fallback: any voxel
+            pos = (u[:, m_i] * n_vox).long().clamp(max=n_vox - 1)
+        else:  # the r-th voxel of the class, r uniform (with replacement, as MONAI): one cumsum, no sort
+            csum = m.to(torch.int32).cumsum(-1, dtype=torch.int32)
+            count = csum[:, -1:].clamp(min=1)
+            r = (u[:, m_i] * count).to(torch.int32).clamp(max=count - 1) + 1
+            pos = torch.searchsorted(csum, r).clamp(max=n_vox - 1)
         flat = torch.where(choice == m_i, pos, flat)
     coords = []
     for a in range(d - 1, -1, -1):
