@@ -44,3 +44,24 @@ def record_losses(trainer) -> list[float]:
         losses.append(float(out["loss"]))
 
     return losses
+
+
+def evaluate_metrics(bundle: str, dataset_dir: str, root, **overrides) -> dict[str, float]:
+    """Run ``train`` + ``evaluate`` of ``bundle`` with outputs under ``root``; return ``eval/metrics.csv``."""
+    import csv
+    from pathlib import Path
+
+    root = Path(root)
+    wf = workflow(
+        bundle,
+        ["train", "evaluate"],
+        "eval",
+        bundle_root=str(root),
+        dataset_dir=dataset_dir,
+        output_dir=str(root / "eval"),
+        **overrides,
+    )
+    wf.run()
+    wf.finalize()
+    with open(root / "eval" / "metrics.csv") as f:
+        return {k: float(v) for k, v in csv.reader(f)}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
+from bundle_helpers import BUNDLES, SCHEMAS, configs, evaluate_metrics, record_losses, workflow
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
 from monai_ext.data.synthetic import generate
@@ -104,20 +104,7 @@ def test_gpu_augment_changes_the_batch_not_the_labels(data):
 
 
 def _evaluate(data, root, split, **overrides) -> dict[str, float]:
-    wf = workflow(
-        NAME,
-        ["train", "evaluate"],
-        "eval",
-        bundle_root=str(root),
-        dataset_dir=data,
-        output_dir=str(root / "eval"),
-        **{"validate#split": split},
-        **TINY,
-        **overrides,
-    )
-    wf.run()
-    wf.finalize()
-    return {k: float(v) for k, v in csv.reader(open(root / "eval" / "metrics.csv"))}
+    return evaluate_metrics(NAME, data, root, **{"validate#split": split}, **TINY, **overrides)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ dataset_dir."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
+from bundle_helpers import BUNDLES, SCHEMAS, configs, evaluate_metrics, record_losses, workflow
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 from monai.transforms import LoadImage
 
@@ -120,18 +119,7 @@ def test_finetune_ckpt_adds_a_loader_first(data, tmp_path):
 
 
 def _evaluate(data, root, **overrides) -> dict[str, float]:
-    wf = workflow(
-        NAME,
-        ["train", "evaluate"],
-        "eval",
-        bundle_root=str(root),
-        dataset_dir=data,
-        output_dir=str(root / "eval"),
-        **{**SMOKE, **overrides},
-    )
-    wf.run()
-    wf.finalize()
-    return {k: float(v) for k, v in csv.reader(open(root / "eval" / "metrics.csv"))}
+    return evaluate_metrics(NAME, data, root, **{**SMOKE, **overrides})
 
 
 def _infer(root, out, **overrides) -> None:

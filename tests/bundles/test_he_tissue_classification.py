@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
+from bundle_helpers import BUNDLES, SCHEMAS, configs, evaluate_metrics, record_losses, workflow
 from monai.bundle import verify_metadata, verify_net_in_out
 
 from monai_ext.data.synthetic import generate
@@ -33,19 +33,7 @@ def test_network_in_out(data):
 
 
 def _evaluate(data, root, **overrides) -> float:
-    wf = workflow(
-        NAME,
-        ["train", "evaluate"],
-        "eval",
-        bundle_root=str(root),
-        dataset_dir=data,
-        output_dir=str(root / "eval"),
-        **overrides,
-    )
-    wf.run()
-    wf.finalize()
-    rows = dict(csv.reader(open(root / "eval" / "metrics.csv")))
-    return float(rows["accuracy"])
+    return evaluate_metrics(NAME, data, root, **overrides)["accuracy"]
 
 
 @pytest.mark.slow

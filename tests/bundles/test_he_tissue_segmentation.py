@@ -3,7 +3,6 @@ schedule that learns, a pyramidal heat map aligned with the slide, and clear err
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
+from bundle_helpers import BUNDLES, SCHEMAS, configs, evaluate_metrics, record_losses, workflow
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from PIL import Image
 
@@ -120,18 +119,7 @@ def test_datalist_naming_missing_annotations_is_named(data, tmp_path):
 
 
 def _evaluate(data, root, **overrides) -> dict[str, float]:
-    wf = workflow(
-        NAME,
-        ["train", "evaluate"],
-        "eval",
-        bundle_root=str(root),
-        dataset_dir=data,
-        output_dir=str(root / "eval"),
-        **{**SMOKE, **overrides},
-    )
-    wf.run()
-    wf.finalize()
-    return {k: float(v) for k, v in csv.reader(open(root / "eval" / "metrics.csv"))}
+    return evaluate_metrics(NAME, data, root, **{**SMOKE, **overrides})
 
 
 @pytest.mark.slow

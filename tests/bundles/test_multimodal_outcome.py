@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import BUNDLES, SCHEMAS, configs, record_losses, workflow
+from bundle_helpers import BUNDLES, SCHEMAS, configs, evaluate_metrics, record_losses, workflow
 from monai.bundle import ConfigParser, verify_metadata
 from PIL import Image
 
@@ -125,19 +125,7 @@ def test_datalist_naming_missing_image_is_rejected(data, tmp_path):
 
 
 def _evaluate(data, root, **overrides) -> dict[str, float]:
-    wf = workflow(
-        NAME,
-        ["train", "evaluate"],
-        "eval",
-        bundle_root=str(root),
-        dataset_dir=data,
-        output_dir=str(root / "eval"),
-        **SMOKE,
-        **overrides,
-    )
-    wf.run()
-    wf.finalize()
-    return {k: float(v) for k, v in csv.reader(open(root / "eval" / "metrics.csv"))}
+    return evaluate_metrics(NAME, data, root, **SMOKE, **overrides)
 
 
 @pytest.mark.slow
