@@ -128,16 +128,7 @@ class MonaiExtLabelApp(MONAILabelApp):
         model = request.get("model")
         if model not in self._infers:
             raise self._unknown_model(model)
-        try:
-            return super().infer(request, datastore)
-        except HTTPException:
-            raise
-        except Exception as e:
-            image = os.path.basename(str(request.get("image", "")))
-            logger.exception(f"model {model} failed on image {image}")
-            raise HTTPException(
-                422, detail=f"model {model!r} failed on image {image!r}: {type(e).__name__}: {e}"
-            ) from e
+        return self._as_http_422(super().infer, request, datastore, "image")
 
     def infer_wsi(self, request: dict, datastore=None):
         """Region / whole-slide inference (QuPath's ``/infer/wsi_v2``); errors as in :meth:`infer`."""
@@ -146,15 +137,20 @@ class MonaiExtLabelApp(MONAILabelApp):
             raise self._unknown_model(model)
         if not torch.cuda.is_available():
             request = dict(request, multi_gpu=False)  # MONAI Label would spread tiles over "cuda:<none>"
+        return self._as_http_422(super().infer_wsi, request, datastore, "slide")
+
+    @staticmethod
+    def _as_http_422(run, request: dict, datastore, what: str):
+        """``run(request, datastore)``; any failure but an HTTP error becomes a 422 naming model and file."""
         try:
-            return super().infer_wsi(request, datastore)
+            return run(request, datastore)
         except HTTPException:
             raise
         except Exception as e:
-            image = os.path.basename(str(request.get("image", "")))
-            logger.exception(f"model {model} failed on slide {image}")
+            model, image = request.get("model"), os.path.basename(str(request.get("image", "")))
+            logger.exception(f"model {model} failed on {what} {image}")
             raise HTTPException(
-                422, detail=f"model {model!r} failed on slide {image!r}: {type(e).__name__}: {e}"
+                422, detail=f"model {model!r} failed on {what} {image!r}: {type(e).__name__}: {e}"
             ) from e
 
     def train(self, request: dict):
