@@ -180,3 +180,20 @@ def test_class_labels_pass_through_unchanged():
         GPUAugmentPrepareBatch(BatchDihedral2D(prob=1.0, seed=0), augment_label=True)(
             {"image": image, "label": label}, device="cpu"
         )
+
+
+def test_chain_writes_in_place_only_on_its_own_tensors():
+    # noise later in a chain adds into the chain's own intermediate tensor, never into the caller's
+    x = torch.rand(2, 1, 48, 48, 48)  # above the CPU noise chunk size
+    keep = x.clone()
+    first = BatchAugChain([BatchRandGaussianNoise(prob=1.0, std=0.1, seed=1)])
+    out = first(x)
+    assert torch.equal(x, keep) and out.image.data_ptr() != x.data_ptr()
+    chain = _chain(seed=2)
+    res = chain(x)
+    assert torch.equal(x, keep)
+    # same result as running the members one by one out of place with the recorded parameters
+    step = x
+    for member, p in zip(chain.transforms, res.params):
+        step = member.run(step, None, p).image
+    torch.testing.assert_close(res.image, step, atol=0, rtol=0)

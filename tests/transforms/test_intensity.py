@@ -224,3 +224,37 @@ def test_bad_input_errors():
     # integer CT is accepted by the window
     out = BatchHUWindow(-1000, 1000)(torch.zeros(1, 1, 2, 2, dtype=torch.int16))
     assert out.image.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cpu_noise_statistics_and_in_place(dtype):
+    # 3 x 48^3 voxels: above the CPU chunk size, so noise is drawn chunk by chunk into a scratch buffer
+    x = torch.linspace(-1, 1, 3 * 48**3).reshape(3, 1, 48, 48, 48).to(dtype)
+    std, mean = torch.tensor([0.5, 0.0, 2.0]), torch.tensor([0.0, 0.0, 1.0])
+    g = torch.Generator().manual_seed(0)
+    out = fn.add_gaussian_noise(x, std, mean, generator=g)
+    noise = (out.float() - x.float()).reshape(3, -1)
+    assert torch.equal(out[1], x[1])  # std 0: untouched
+    for i in (0, 2):
+        assert abs(float(noise[i].mean()) - float(mean[i])) < 0.01
+        assert abs(float(noise[i].std()) - float(std[i])) < 0.02 * float(std[i])
+    # in place, reproducible from the same generator state, and on a non-contiguous input
+    again = x.clone()
+    res = fn.add_gaussian_noise(again, std, mean, generator=torch.Generator().manual_seed(0), out=again)
+    assert res is again and torch.equal(again, out)
+    xt = x.transpose(-1, -2)  # non-contiguous: same per-sample noise statistics, layout kept
+    tr = fn.add_gaussian_noise(xt, std, mean, generator=torch.Generator().manual_seed(0))
+    assert tr.shape == xt.shape and torch.equal(tr[1], xt[1])
+    assert abs(float((tr[2].float() - xt[2].float()).std()) - 2.0) < 0.04
+    with pytest.raises(ValueError, match="`out` must match x"):
+        fn.add_gaussian_noise(x, 0.1, out=torch.empty(2, 1, 48, 48, 48, dtype=dtype))
+
+
+def test_fused_window_matches_subtract_divide():
+    x = torch.randn(2, 1, 32, 32, 32) * 800
+    lo, hi = torch.tensor([-1000.0, -160.0]), torch.tensor([1000.0, 240.0])
+    out = fn.scale_intensity_range(x, lo, hi, -1.0, 2.0, clip=False)
+    ref = (x - lo.reshape(-1, 1, 1, 1, 1)) / (hi - lo).reshape(-1, 1, 1, 1, 1) * 3.0 - 1.0
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    clipped = fn.scale_intensity_range(x, -1000.0, 1000.0)
+    assert float(clipped.min()) >= 0.0 and float(clipped.max()) <= 1.0

@@ -202,3 +202,44 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="BatchRandAffine: `params` are for 2 samples"):
         aug = BatchRandAffine(prob=1.0, rotate_range=0.1)
         aug(torch.rand(3, 1, 4, 4), params=aug(torch.rand(2, 1, 4, 4)).params)
+
+
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0")
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("shape", [(7, 9), (5, 6, 7), (1, 4, 3)])
+def test_affine_grid_slab_equals_torch_affine_grid(shape, align_corners):
+    d = len(shape)
+    theta = torch.eye(d, d + 1) + 0.2 * torch.randn(3, d, d + 1, generator=torch.Generator().manual_seed(d))
+    ref = torch.nn.functional.affine_grid(theta, [3, 1, *shape], align_corners=align_corners)
+    full = fn.affine_grid_slab(theta, shape, 0, shape[0], align_corners)
+    torch.testing.assert_close(full, ref, atol=1e-6, rtol=0)
+    if shape[0] > 2:
+        torch.testing.assert_close(fn.affine_grid_slab(theta, shape, 1, 3, align_corners), ref[:, 1:3])
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_affine_resample_blocks_equal_one_call(monkeypatch, mode):
+    # the CPU path resamples a few samples and rows at a time; force small blocks and compare
+    import monai_ext.transforms.functional.spatial as fs
+
+    x = torch.rand(3, 2, 12, 10, 11)
+    mat = fn.affine_matrix(3, **{k: torch.tensor([v] * 3) for k, v in PARAMS[3].items()})
+    mat[1, :3, :3] *= 0.8
+    one = fs.affine_resample(x, mat, mode=mode)
+    theta = fs.affine_theta(mat, x.shape[2:], x.shape[2:])
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    ref = torch.nn.functional.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    torch.testing.assert_close(one, ref, atol=1e-5, rtol=0)
+    monkeypatch.setattr(fs, "_resample_blocks", lambda b, shape, device: (2, 5))
+    torch.testing.assert_close(fs.affine_resample(x, mat, mode=mode), one, atol=1e-6, rtol=0)
+
+
+def test_batch_affine_cpu_resamples_only_drawn_samples():
+    x, lab = torch.rand(6, 1, 10, 10, 10), torch.randint(0, 3, (6, 1, 10, 10, 10))
+    aug = BatchRandAffine(prob=1.0, rotate_range=0.4, seed=3)
+    drawn = torch.tensor([True, False, True, False, False, True])
+    out = aug(x, lab, params={**aug(x).params, "apply": drawn})
+    assert torch.equal(out.image[~drawn], x[~drawn]) and torch.equal(out.label[~drawn], lab[~drawn])
+    mats = out.params["matrix"][drawn]
+    torch.testing.assert_close(out.image[drawn], fn.affine_resample(x[drawn], mats), atol=1e-6, rtol=0)
+    assert torch.equal(out.label[drawn], fn.affine_resample(lab[drawn], mats, mode="nearest"))

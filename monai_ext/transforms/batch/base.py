@@ -113,7 +113,8 @@ class BatchAugmentation(nn.Module):
     NaN/Inf images (one device sync per call; set False in hot loops that validate elsewhere, e.g.
     inside :class:`~monai_ext.transforms.batch.hook.BatchAugChain`). Class attributes:
     ``transforms_label`` (geometry applied to the label too), ``allow_integer`` (integer images
-    accepted), ``spatial_dims`` (2 and/or 3).
+    accepted), ``spatial_dims`` (2 and/or 3), ``supports_inplace`` (``apply`` takes ``inplace=True``
+    and may then overwrite ``image``; the chain asks for it only on tensors it owns).
 
     Example:
         >>> from monai_ext.transforms.batch import BatchRandGamma
@@ -124,6 +125,7 @@ class BatchAugmentation(nn.Module):
 
     transforms_label = False
     allow_integer = False
+    supports_inplace = False
     spatial_dims: tuple[int, ...] = (2, 3)
 
     def __init__(
@@ -174,9 +176,17 @@ class BatchAugmentation(nn.Module):
         raise NotImplementedError
 
     def run(
-        self, image: torch.Tensor, label: torch.Tensor | None = None, params: dict[str, Any] | None = None
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor | None = None,
+        params: dict[str, Any] | None = None,
+        inplace: bool = False,
     ) -> BatchAugResult:
-        """Draw (unless ``params`` is given) and apply, without validation."""
+        """Draw (unless ``params`` is given) and apply, without validation.
+
+        ``inplace=True`` lets modules with ``supports_inplace`` overwrite ``image`` (for intermediate
+        tensors that nobody else holds, as inside a chain); others ignore it.
+        """
         if params is None:
             b, dev = image.shape[0], image.device
             g = self.generator(dev)
@@ -190,7 +200,10 @@ class BatchAugmentation(nn.Module):
                 f"{type(self).__name__}: `params` are for {params['apply'].shape[0]} samples, "
                 f"`image` has {image.shape[0]}."
             )
-        out, lab = self.apply(image, label, params)
+        if inplace and self.supports_inplace:
+            out, lab = self.apply(image, label, params, inplace=True)
+        else:
+            out, lab = self.apply(image, label, params)
         return BatchAugResult(out, lab, params)
 
     def forward(
@@ -203,6 +216,13 @@ class BatchAugmentation(nn.Module):
     @staticmethod
     def _mask(apply: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return apply.reshape(-1, *([1] * (x.ndim - 1)))
+
+    @staticmethod
+    def _blend(apply: torch.Tensor, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out`` where ``apply`` else ``x``, per sample; on the CPU no extra pass when all are applied."""
+        if x.device.type == "cpu" and bool(apply.all()):  # a CPU check costs no device sync
+            return out
+        return torch.where(apply.reshape(-1, *([1] * (x.ndim - 1))), out, x)
 
     def _uniform(
         self, lo: float, hi: float, b: int, g: torch.Generator, dev: torch.device, *shape: int

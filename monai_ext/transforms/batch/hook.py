@@ -82,8 +82,11 @@ class BatchAugChain(nn.Module):
                 f"BatchAugChain: `params` has {len(params)} entries, expected {len(self.transforms)}."
             )
         out_params = []
+        source = image.untyped_storage().data_ptr()
         for i, t in enumerate(self.transforms):
-            res = t.run(image, label, None if params is None else params[i])
+            # members after the first new tensor may overwrite it (the caller's input is never written)
+            owned = image.untyped_storage().data_ptr() != source
+            res = t.run(image, label, None if params is None else params[i], inplace=owned)
             image, label = res.image, res.label
             out_params.append(res.params)
         return BatchAugResult(image, label, out_params)

@@ -77,6 +77,8 @@ class BatchRandGaussianNoise(BatchAugmentation):
         ['apply', 'noise_state', 'std']
     """
 
+    supports_inplace = True
+
     def __init__(
         self, prob: float = 0.1, mean: float = 0.0, std: float = 0.1, sample_std: bool = True, **kwargs
     ):
@@ -92,14 +94,14 @@ class BatchRandGaussianNoise(BatchAugmentation):
         )
         return {"std": std.to(dev), "noise_state": generator.get_state()}
 
-    def apply(self, image, label, params):
+    def apply(self, image, label, params, inplace: bool = False):
         g = torch.Generator(device=image.device)
         g.set_state(params["noise_state"])
         own = self._gen is not None and self._gen.device == image.device
         fresh = own and torch.equal(self._gen.get_state(), params["noise_state"])
         std = (params["std"] * params["apply"]).to(image.dtype)
         mean = (self.mean * params["apply"]).to(image.dtype) if self.mean else 0.0
-        out = fi.add_gaussian_noise(image, std, mean, generator=g)
+        out = fi.add_gaussian_noise(image, std, mean, generator=g, out=image if inplace else None)
         if fresh:  # a new draw (not a replay): move the module's generator past this noise
             self._gen.set_state(g.get_state())
         return out, label
@@ -122,7 +124,7 @@ class BatchRandGamma(BatchAugmentation):
 
     def apply(self, image, label, params):
         out = fi.adjust_gamma(image, params["gamma"], spatial_dims=image.ndim - 2)
-        return torch.where(self._mask(params["apply"], image), out, image), label
+        return self._blend(params["apply"], out, image), label
 
 
 class BatchRandBiasField(BatchAugmentation):
@@ -173,7 +175,7 @@ class BatchRandGaussianBlur(BatchAugmentation):
 
     def apply(self, image, label, params):
         out = fi.gaussian_blur(image, params["sigma"], radius=self.radius, spatial_dims=image.ndim - 2)
-        return torch.where(self._mask(params["apply"], image), out, image), label
+        return self._blend(params["apply"], out, image), label
 
 
 class BatchRandLowResolution(BatchAugmentation):
@@ -195,4 +197,4 @@ class BatchRandLowResolution(BatchAugmentation):
 
     def apply(self, image, label, params):
         out = fi.simulate_low_resolution(image, params["zoom"], spatial_dims=image.ndim - 2)
-        return torch.where(self._mask(params["apply"], image), out, image), label
+        return self._blend(params["apply"], out, image), label

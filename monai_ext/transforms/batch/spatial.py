@@ -118,14 +118,24 @@ class BatchRandAffine(BatchAugmentation):
         return {"matrix": fs.affine_matrix(d, **p)}
 
     def apply(self, image, label, params):
+        apply = params["apply"]
+        if image.device.type == "cpu" and not bool(apply.all()):
+            # CPU: resample only the drawn samples (no device sync to avoid here)
+            idx = apply.nonzero().flatten()
+            out, lab = image.clone(), None if label is None else label.clone()
+            if idx.numel():
+                sub = {"apply": apply[idx], "matrix": params["matrix"][idx]}
+                out[idx], lab_sub = self.apply(image[idx], None if label is None else label[idx], sub)
+                if lab is not None:
+                    lab[idx] = lab_sub
+            return out, lab
         d = image.ndim - 2
         eye = torch.eye(d + 1, device=image.device)
-        mat = torch.where(params["apply"].reshape(-1, 1, 1), params["matrix"].to(image.device), eye)
-        out = fs.affine_resample(image, mat, self.mode, self.padding_mode)
-        out = torch.where(self._mask(params["apply"], image), out, image)
+        mat = torch.where(apply.reshape(-1, 1, 1), params["matrix"].to(image.device), eye)
+        out = self._blend(apply, fs.affine_resample(image, mat, self.mode, self.padding_mode), image)
         if label is not None:
             lab = fs.affine_resample(label, mat, self.label_mode, self.padding_mode)
-            label = torch.where(self._mask(params["apply"], label), lab, label)
+            label = self._blend(apply, lab, label)
         return out, label
 
 
@@ -171,10 +181,10 @@ class BatchRandElastic(BatchAugmentation):
     def apply(self, image, label, params):
         disp = params["displacement"] * self._mask(params["apply"], params["displacement"])
         out = fs.elastic_resample(image, disp, mode=self.mode, padding_mode=self.padding_mode)
-        out = torch.where(self._mask(params["apply"], image), out, image)
+        out = self._blend(params["apply"], out, image)
         if label is not None:
             lab = fs.elastic_resample(label, disp, mode=self.label_mode, padding_mode=self.padding_mode)
-            label = torch.where(self._mask(params["apply"], label), lab, label)
+            label = self._blend(params["apply"], lab, label)
         return out, label
 
 
@@ -256,7 +266,7 @@ class BatchLabelBalancedCrop(BatchAugmentation):
     def draw(self, image, generator):
         raise RuntimeError("BatchLabelBalancedCrop draws from the label; call it with image and label.")
 
-    def run(self, image, label=None, params=None) -> BatchAugResult:
+    def run(self, image, label=None, params=None, inplace: bool = False) -> BatchAugResult:
         if params is None:
             if label is None:
                 raise ValueError("BatchLabelBalancedCrop: `label` is required to choose crop centres.")

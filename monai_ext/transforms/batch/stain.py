@@ -100,7 +100,7 @@ class _RGBAugmentation(BatchAugmentation):
 
     def apply(self, image, label, params):
         out = type(self).kernel(image, *(params[name] for name in self.ranges()), **self.kernel_kwargs())
-        return torch.where(self._mask(params["apply"], image), out, image), label
+        return self._blend(params["apply"], out, image), label
 
 
 class BatchHEDJitter(_RGBAugmentation):

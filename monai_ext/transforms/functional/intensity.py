@@ -110,9 +110,16 @@ def scale_intensity_range(
         raise ValueError(f"scale_intensity_range: a_max must exceed a_min, got a_min={a_min}, a_max={a_max}.")
     x = as_float(x)
     a_min, a_max = per_sample(a_min, x), per_sample(a_max, x)
-    out = (x - a_min) / (a_max - a_min)
-    if b_min != 0.0 or b_max != 1.0:
-        out = out * (b_max - b_min) + b_min
+    if x.dtype in (torch.float32, torch.float64):
+        # one fused pass x * s + o (plus an in-place clip) instead of subtract, divide, rescale
+        scale = (b_max - b_min) / (a_max - a_min)
+        offset = b_min - a_min * scale
+        scale, offset = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (scale, offset))
+        out = torch.addcmul(offset, x, scale)
+    else:  # half precision: keep the subtraction first (x * s + o loses digits there)
+        out = (x - a_min) / (a_max - a_min)
+        if b_min != 0.0 or b_max != 1.0:
+            out = out * (b_max - b_min) + b_min
     if clip:
         out = out.clamp_(min(b_min, b_max), max(b_min, b_max))
     return out
@@ -353,12 +360,18 @@ def apply_bias_field(
 
 
 def add_gaussian_noise(
-    x: torch.Tensor, std: Param, mean: Param = 0.0, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    std: Param,
+    mean: Param = 0.0,
+    generator: torch.Generator | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``x + N(mean, std)``, noise drawn on ``x``'s device in ``x``'s dtype (no float64 host draw).
 
     ``std`` / ``mean`` may be ``(B,)`` tensors for a batched ``x``; ``generator`` must live on
-    ``x.device``.
+    ``x.device``. ``out`` (``x`` itself allowed) receives the result. On the CPU the noise is drawn
+    chunk by chunk into a small scratch buffer and added in the same pass (no second full tensor);
+    samples with ``std == 0`` draw nothing.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -366,11 +379,49 @@ def add_gaussian_noise(
         tensor(0.)
     """
     x = as_float(x)
+    if out is not None and (out.shape != x.shape or out.dtype != x.dtype or out.device != x.device):
+        raise ValueError(
+            f"add_gaussian_noise: `out` must match x ({tuple(x.shape)}, {x.dtype}, {x.device}), got "
+            f"{tuple(out.shape)}, {out.dtype}, {out.device}."
+        )
+    if x.device.type == "cpu" and x.numel() > _NOISE_CHUNK:
+        return _add_noise_chunked(x, std, mean, generator, out)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     noise.mul_(per_sample(std, x))
     if not (isinstance(mean, float | int) and mean == 0):
         noise.add_(per_sample(mean, x))
-    return noise.add_(x)
+    return noise.add_(x) if out is None else torch.add(x, noise, out=out)
+
+
+_NOISE_CHUNK = 1 << 16  # CPU: draw noise into a cache-sized scratch buffer, not a second full tensor
+
+
+def _add_noise_chunked(
+    x: torch.Tensor, std: Param, mean: Param, generator: torch.Generator | None, out: torch.Tensor | None
+) -> torch.Tensor:
+    """CPU path of :func:`add_gaussian_noise`: one pass over ``x``, noise drawn chunk by chunk."""
+    per = isinstance(std, torch.Tensor) and std.ndim > 0 or isinstance(mean, torch.Tensor) and mean.ndim > 0
+    rows = x.shape[0] if per else 1
+    stds = torch.as_tensor(std, dtype=torch.float64).expand(rows).tolist()
+    means = torch.as_tensor(mean, dtype=torch.float64).expand(rows).tolist()
+    src = x.reshape(rows, -1)
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    dst = out.view(rows, -1) if out.is_contiguous() else None
+    res = dst if dst is not None else torch.empty_like(src)
+    n = src.shape[1]
+    scratch = torch.empty(min(n, _NOISE_CHUNK), dtype=x.dtype)
+    for r in range(rows):
+        for c0 in range(0, n, _NOISE_CHUNK):
+            c1 = min(n, c0 + _NOISE_CHUNK)
+            z = scratch[: c1 - c0].normal_(means[r] / stds[r], 1.0, generator=generator) if stds[r] else None
+            if z is None:
+                res[r, c0:c1] = src[r, c0:c1] + means[r] if means[r] else src[r, c0:c1]
+            else:
+                torch.add(src[r, c0:c1], z, alpha=stds[r], out=res[r, c0:c1])
+    if dst is None:
+        out.copy_(res.view(x.shape))
+    return out
 
 
 def _gauss_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:

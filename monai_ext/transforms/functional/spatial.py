@@ -26,6 +26,7 @@ from monai_ext.transforms.functional.intensity import as_batched
 __all__ = [
     "affine_matrix",
     "affine_theta",
+    "affine_grid_slab",
     "affine_resample",
     "elastic_resample",
     "flip_per_sample",
@@ -146,6 +147,56 @@ def _resample(
     return out.to(x.dtype)
 
 
+def _base_coords(n: int, align_corners: bool, device: torch.device) -> torch.Tensor:
+    """Normalised sample positions along one axis, exactly as ``F.affine_grid`` places them."""
+    if n <= 1:
+        return torch.zeros(max(n, 1), device=device)
+    lin = torch.linspace(-1.0, 1.0, n, device=device)
+    return lin if align_corners else lin * ((n - 1) / n)
+
+
+def affine_grid_slab(
+    theta: torch.Tensor, out_shape: Sequence[int], start: int, stop: int, align_corners: bool = False
+) -> torch.Tensor:
+    """Rows ``start:stop`` (first spatial axis) of ``F.affine_grid(theta, (B, 1, *out_shape))``.
+
+    Built by broadcasting one term per axis (no ``(N, d+1) @ (d+1, d)`` product over every voxel), so a
+    resample can generate its grid slab by slab, each slab small enough to stay in cache.
+
+    Example:
+        >>> th = torch.tensor([[[0.9, 0.1, 0.0], [0.0, 1.0, 0.2]]])
+        >>> ref = F.affine_grid(th, [1, 1, 5, 6], align_corners=False)
+        >>> torch.allclose(affine_grid_slab(th, (5, 6), 1, 3), ref[:, 1:3], atol=1e-6)
+        True
+    """
+    d = theta.shape[-1] - 1
+    dev, th, b = theta.device, theta.float(), theta.shape[0]
+    # one (B, d, rows, *rest) plane per grid coordinate, contiguous along the last axis (vectorised adds);
+    # returned as a channels-last view, which grid_sample reads through its strides
+    planes = th[:, :, d].reshape(b, d, *([1] * d))
+    for axis, n in enumerate(out_shape):
+        base = _base_coords(n, align_corners, dev)
+        if axis == 0:
+            base = base[start:stop]
+        shape = [1] * d
+        shape[axis] = base.shape[0]
+        term = th[:, :, d - 1 - axis].reshape(b, d, *([1] * d)) * base.reshape(shape)
+        planes = planes + term
+    return planes.movedim(1, -1)
+
+
+def _resample_blocks(batch: int, shape: Sequence[int], device: torch.device) -> tuple[int, int]:
+    """(samples, rows) per grid_sample call: whole batch and volume on GPUs; on the CPU one sample per
+    thread (grid_sample parallelises over the batch) and ~2.5 MB of grid per sample, so each thread's
+    grid slab and input volume stay in cache."""
+    if device.type != "cpu":
+        return batch, shape[0]
+    per_row = len(shape) * 4
+    for s in shape[1:]:
+        per_row *= s
+    return max(1, min(batch, torch.get_num_threads())), max(1, min(shape[0], (5 << 19) // per_row))
+
+
 def affine_resample(
     x: torch.Tensor,
     matrix: torch.Tensor,
@@ -157,7 +208,8 @@ def affine_resample(
     """Resample ``x`` ((C,*sp) with a (d+1,d+1) matrix or (B,C,*sp) with (B,d+1,d+1)) by an affine matrix.
 
     ``mode="nearest"`` keeps integer label maps integer-valued (computed in float32, cast back). Reduced
-    precision images are sampled in float32 and returned in their dtype.
+    precision images are sampled in float32 and returned in their dtype. The sampling grid is built
+    slab by slab along the first spatial axis (:func:`affine_grid_slab`), never for the whole batch.
 
     Example:
         >>> affine_resample(torch.arange(4.0).reshape(1, 2, 2), torch.eye(3), mode="nearest").tolist()
@@ -172,8 +224,18 @@ def affine_resample(
     theta = affine_theta(mat.to(xb.device), xb.shape[2:], out_shape, align_corners).expand(
         xb.shape[0], -1, -1
     )
-    grid = F.affine_grid(theta, [xb.shape[0], xb.shape[1], *out_shape], align_corners=align_corners)
-    out = _resample(xb, grid, mode, padding_mode, align_corners)
+    group, rows = _resample_blocks(xb.shape[0], out_shape, xb.device)
+    if group >= xb.shape[0] and rows >= out_shape[0]:
+        grid = affine_grid_slab(theta, out_shape, 0, out_shape[0], align_corners)
+        out = _resample(xb, grid, mode, padding_mode, align_corners)
+        return out if batched else out[0]
+    out = torch.empty((*xb.shape[:2], *out_shape), dtype=xb.dtype, device=xb.device)
+    for b0 in range(0, xb.shape[0], group):
+        xg, tg = xb[b0 : b0 + group], theta[b0 : b0 + group]
+        for r0 in range(0, out_shape[0], rows):
+            r1 = min(r0 + rows, out_shape[0])
+            grid = affine_grid_slab(tg, out_shape, r0, r1, align_corners)
+            out[b0 : b0 + group, :, r0:r1] = _resample(xg, grid, mode, padding_mode, align_corners)
     return out if batched else out[0]
 
 
