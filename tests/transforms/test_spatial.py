@@ -243,3 +243,30 @@ def test_batch_affine_cpu_resamples_only_drawn_samples():
     mats = out.params["matrix"][drawn]
     torch.testing.assert_close(out.image[drawn], fn.affine_resample(x[drawn], mats), atol=1e-6, rtol=0)
     assert torch.equal(out.label[drawn], fn.affine_resample(lab[drawn], mats, mode="nearest"))
+
+
+def test_nth_true_matches_nonzero_across_blocks():
+    import monai_ext.transforms.functional.spatial as fs
+
+    g = torch.Generator().manual_seed(0)
+    n = 3 * fs._RANK_BLOCK + 123  # a partial last block
+    mask = torch.rand(3, n, generator=g) < torch.tensor([[0.001], [0.5], [0.0]])
+    mask[2, -1] = True  # one True at the very end
+    counts = fs._block_counts(mask)
+    for i in range(3):
+        where = mask[i].nonzero().flatten()
+        assert int(counts[i, -1]) == where.numel()
+        ranks = torch.tensor([1, (where.numel() + 1) // 2, where.numel()], dtype=torch.int32)
+        got = fs._nth_true(mask[i : i + 1], counts[i : i + 1], ranks[None])
+        assert got[0].tolist() == where[ranks.long() - 1].tolist()
+
+
+def test_flip_and_crop_cpu_paths_match_reference():
+    x = torch.arange(2 * 3 * 4 * 5 * 6, dtype=torch.float32).reshape(2, 3, 4, 5, 6)
+    flags = torch.tensor([[True, False, True], [False, False, False]])
+    out = fn.flip_per_sample(x, flags)
+    assert torch.equal(out[0], x[0].flip(1, 3)) and torch.equal(out[1], x[1])
+    starts = torch.tensor([[[0, 1, 2], [1, 0, 0]], [[2, 2, 3], [0, 0, 0]]])
+    crops = fn.crop_patches(x, starts, (2, 3, 3))
+    assert crops.shape == (4, 3, 2, 3, 3)
+    assert torch.equal(crops[1], x[0, :, 1:3, 0:3, 0:3]) and torch.equal(crops[2], x[1, :, 2:4, 2:5, 3:6])

@@ -218,6 +218,23 @@ class BatchAugmentation(nn.Module):
         return apply.reshape(-1, *([1] * (x.ndim - 1)))
 
     @staticmethod
+    def _on_drawn(apply: torch.Tensor, x: torch.Tensor, fn: Any) -> torch.Tensor:
+        """``fn(x[idx], idx)`` for the drawn samples, ``x`` for the others (``idx`` indexes ``params``).
+
+        On the CPU ``fn`` runs on the drawn samples only; on other devices on the whole batch, blended
+        by ``torch.where`` (no device sync).
+        """
+        if x.device.type != "cpu":
+            return torch.where(apply.reshape(-1, *([1] * (x.ndim - 1))), fn(x, slice(None)), x)
+        if bool(apply.all()):
+            return fn(x, slice(None))
+        idx = apply.nonzero().flatten()
+        out = x.clone()
+        if idx.numel():
+            out[idx] = fn(x[idx], idx).to(out.dtype)
+        return out
+
+    @staticmethod
     def _blend(apply: torch.Tensor, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``out`` where ``apply`` else ``x``, per sample; on the CPU no extra pass when all are applied."""
         if x.device.type == "cpu" and bool(apply.all()):  # a CPU check costs no device sync

@@ -123,8 +123,10 @@ class BatchRandGamma(BatchAugmentation):
         return {"gamma": self._uniform(*self.gamma, image.shape[0], generator, image.device)}
 
     def apply(self, image, label, params):
-        out = fi.adjust_gamma(image, params["gamma"], spatial_dims=image.ndim - 2)
-        return self._blend(params["apply"], out, image), label
+        def run(x, idx):
+            return fi.adjust_gamma(x, params["gamma"][idx], spatial_dims=x.ndim - 2)
+
+        return self._on_drawn(params["apply"], image, run), label
 
 
 class BatchRandBiasField(BatchAugmentation):
@@ -174,8 +176,10 @@ class BatchRandGaussianBlur(BatchAugmentation):
         return {"sigma": self._uniform(*self.sigma, image.shape[0], generator, image.device)}
 
     def apply(self, image, label, params):
-        out = fi.gaussian_blur(image, params["sigma"], radius=self.radius, spatial_dims=image.ndim - 2)
-        return self._blend(params["apply"], out, image), label
+        def run(x, idx):
+            return fi.gaussian_blur(x, params["sigma"][idx], radius=self.radius, spatial_dims=x.ndim - 2)
+
+        return self._on_drawn(params["apply"], image, run), label
 
 
 class BatchRandLowResolution(BatchAugmentation):
@@ -196,5 +200,7 @@ class BatchRandLowResolution(BatchAugmentation):
         return {"zoom": self._uniform(*self.zoom, image.shape[0], generator, image.device)}
 
     def apply(self, image, label, params):
-        out = fi.simulate_low_resolution(image, params["zoom"], spatial_dims=image.ndim - 2)
-        return self._blend(params["apply"], out, image), label
+        def run(x, idx):
+            return fi.simulate_low_resolution(x, params["zoom"][idx], spatial_dims=x.ndim - 2)
+
+        return self._on_drawn(params["apply"], image, run), label

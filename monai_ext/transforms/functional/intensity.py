@@ -278,10 +278,12 @@ def adjust_gamma(
         [[[0.0, 0.5, 1.0]]]
     """
     xb, batched = as_batched(as_float(x), spatial_dims, "adjust_gamma")
-    dims = tuple(range(1, xb.ndim))
-    mn = xb.amin(dim=dims, keepdim=True)
-    rng = xb.amax(dim=dims, keepdim=True) - mn
-    out = ((xb - mn) / (rng + eps)).clamp_min_(0).pow_(per_sample(gamma, xb)) * rng + mn
+    mn, mx = torch.aminmax(xb.reshape(xb.shape[0], -1), dim=1)  # one pass for both
+    shape = (-1, *([1] * (xb.ndim - 1)))
+    mn, rng = mn.reshape(shape), (mx - mn).reshape(shape)
+    inv = 1.0 / (rng + eps)
+    out = torch.addcmul(-mn * inv, xb, inv).clamp_min_(0).pow_(per_sample(gamma, xb))
+    out = out.mul_(rng).add_(mn)  # in place: one new tensor in all
     return out if batched else out[0]
 
 

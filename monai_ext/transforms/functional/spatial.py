@@ -292,6 +292,12 @@ def flip_per_sample(x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"flip_per_sample: flags must be (B, {d}) = {(x.shape[0], d)}, got {tuple(flags.shape)}."
         )
+    if x.device.type == "cpu":  # one copy per sample, flipped along its own axes (no sync on the CPU)
+        out = torch.empty_like(x)
+        for i, row in enumerate(flags.tolist()):
+            dims = [2 + a - 1 for a, f in enumerate(row) if f]  # sample i is (C, *sp): axis a is a + 1
+            out[i] = x[i].flip(dims) if dims else x[i]
+        return out
     for a in range(d):
         x = torch.where(flags[:, a].reshape(-1, *([1] * (d + 1))), x.flip(2 + a), x)
     return x
@@ -309,6 +315,12 @@ def crop_patches(x: torch.Tensor, starts: torch.Tensor, size: Sequence[int]) -> 
     if starts.ndim != 3 or starts.shape[0] != b or starts.shape[2] != d:
         raise ValueError(f"crop_patches: starts must be (B={b}, N, {d}), got {tuple(starts.shape)}.")
     n = starts.shape[1]
+    if x.device.type == "cpu":  # slices copy faster than a gather; reading the starts costs no sync here
+        out = x.new_empty((b, n, c, *size))
+        for i, row in enumerate(starts.tolist()):
+            for j, st in enumerate(row):
+                out[i, j] = x[(i, slice(None), *(slice(s0, s0 + k) for s0, k in zip(st, size)))]
+        return out.reshape(b * n, c, *size)
     idx = [torch.arange(b, device=x.device).reshape(b, 1, *([1] * d))]
     for a in range(d):
         shape = [b, n] + [1] * d
@@ -316,6 +328,45 @@ def crop_patches(x: torch.Tensor, starts: torch.Tensor, size: Sequence[int]) -> 
         idx.append((starts[:, :, a, None] + torch.arange(size[a], device=x.device)).reshape(shape))
     out = x.movedim(1, -1)[tuple(idx)]  # (B, N, *size, C)
     return out.movedim(-1, 2).reshape(b * n, c, *size)
+
+
+_RANK_BLOCK = 1024  # voxels per counting block: 128 int64 words, so no byte lane of a word sum overflows
+
+
+def _block_counts(mask: torch.Tensor) -> torch.Tensor:
+    """Running count of True per block of :data:`_RANK_BLOCK` voxels: ``(B, n)`` bool -> ``(B, blocks)``.
+
+    The bools are summed as packed int64 words (8 voxels each, one byte lane per voxel; 128 words per
+    block keep every lane <= 128), then the 8 lanes are added: no widening copy of the mask.
+    """
+    b, n = mask.shape
+    pad = -n % _RANK_BLOCK
+    if pad or mask.stride(-1) != 1 or mask.storage_offset() % 8:
+        mask = torch.cat([mask, mask.new_zeros(b, pad)], dim=1)
+    words = mask.view(torch.uint8).view(torch.int64).reshape(b, -1, _RANK_BLOCK // 8).sum(-1)
+    lanes = words.view(torch.uint8).reshape(b, -1, 8)
+    return lanes.sum(-1, dtype=torch.int32).cumsum(-1, dtype=torch.int32)
+
+
+def _nth_true(
+    mask: torch.Tensor, block_cumsum: torch.Tensor, rank: torch.Tensor, invert: bool = False
+) -> torch.Tensor:
+    """Flat index of the ``rank``-th (1-based) True of each row of ``mask`` ``(B, n)`` (of ``~mask`` if
+    ``invert``); ``rank`` ``(B, N)``, ``block_cumsum`` the running block counts of that mask.
+
+    Two levels: the block holding it from the running block counts, then a cumsum inside that block only.
+    """
+    b, n = mask.shape
+    blk = torch.searchsorted(block_cumsum, rank).clamp(max=block_cumsum.shape[1] - 1)  # (B, N)
+    before = torch.where(blk > 0, torch.gather(block_cumsum, 1, (blk - 1).clamp(min=0)), 0)
+    start = blk.long() * _RANK_BLOCK
+    cols = start[..., None] + torch.arange(_RANK_BLOCK, device=mask.device)  # (B, N, block)
+    rows = torch.arange(b, device=mask.device)[:, None, None]
+    inner = mask[rows, cols.clamp(max=n - 1)]
+    inner = (~inner if invert else inner) & (cols < n)
+    inner_cumsum = inner.to(torch.int32).cumsum(-1, dtype=torch.int32)
+    within = torch.searchsorted(inner_cumsum, (rank - before)[..., None])
+    return start + within[..., 0]
 
 
 def sample_crop_starts(
@@ -352,31 +403,31 @@ def sample_crop_starts(
         )
     dev = label.device
     lab = label[:, 0].reshape(b, -1)
+    n_vox = lab.shape[1]
     if len(ratios) == 2:
         fg = lab > 0
-        bg = ~fg
-        if image is not None:
-            bg = bg & (image.reshape(b, image.shape[1], -1) > image_threshold).any(1)
-        masks = [fg, bg]
+        fg_counts = _block_counts(fg)
+        if image is None:  # background = not foreground: counted from fg's counts, no second mask
+            ends = torch.arange(1, fg_counts.shape[1] + 1, device=dev, dtype=torch.int32) * _RANK_BLOCK
+            masks = [(fg, False, fg_counts), (fg, True, ends.clamp(max=n_vox) - fg_counts)]
+        else:
+            bg = ~fg & (image.reshape(b, image.shape[1], -1) > image_threshold).any(1)
+            masks = [(fg, False, fg_counts), (bg, False, _block_counts(bg))]
     else:
-        masks = [lab == k for k in range(len(ratios))]
-    present = torch.stack([m.any(-1) for m in masks], dim=1).float()  # (B, M)
+        masks = [(m, False, _block_counts(m)) for m in (lab == k for k in range(len(ratios)))]
+    # (B, n_blocks) running counts of True voxels per block of each mask
+    present = torch.stack([c[:, -1] > 0 for _, _, c in masks], dim=1).float()  # (B, M)
     w = present * torch.tensor(list(ratios), dtype=torch.float32).to(dev, non_blocking=True)
     none = (w.sum(1, keepdim=True) == 0).float()
-    masks.append(torch.ones_like(masks[0]))
     w = torch.cat([w, none], dim=1)
     choice = torch.multinomial(w, num_samples, replacement=True, generator=generator)  # (B, N)
-    u = torch.rand(b, len(masks), num_samples, generator=generator, device=dev)
-    flat = torch.zeros(b, num_samples, dtype=torch.long, device=dev)
-    n_vox = lab.shape[1]
-    for m_i, m in enumerate(masks):
-        if m_i == len(masks) - 1:  # the uniform fallback: any voxel
-            pos = (u[:, m_i] * n_vox).long().clamp(max=n_vox - 1)
-        else:  # the r-th voxel of the class, r uniform (with replacement, as MONAI): one cumsum, no sort
-            csum = m.to(torch.int32).cumsum(-1, dtype=torch.int32)
-            count = csum[:, -1:].clamp(min=1)
-            r = (u[:, m_i] * count).to(torch.int32).clamp(max=count - 1) + 1
-            pos = torch.searchsorted(csum, r).clamp(max=n_vox - 1)
+    u = torch.rand(b, len(masks) + 1, num_samples, generator=generator, device=dev)
+    flat = (u[:, -1] * n_vox).long().clamp(max=n_vox - 1)  # the fallback: any voxel, uniformly
+    for m_i, (m, invert, counts) in enumerate(masks):
+        # the r-th voxel of the class, r uniform (with replacement, as MONAI): no sort, no full cumsum
+        count = counts[:, -1:].clamp(min=1)
+        r = (u[:, m_i] * count).to(torch.int32).clamp(max=count - 1) + 1
+        pos = _nth_true(m, counts, r, invert).clamp(max=n_vox - 1)
         flat = torch.where(choice == m_i, pos, flat)
     coords = []
     for a in range(d - 1, -1, -1):
