@@ -266,7 +266,7 @@ def elastic_resample(
         )
     mat = torch.eye(d + 1, device=xb.device)[None] if matrix is None else matrix.reshape(-1, d + 1, d + 1)
     theta = affine_theta(mat.to(xb.device), sp, sp).expand(b, -1, -1)
-    grid = F.affine_grid(theta, [b, 1, *sp], align_corners=False)
+    grid = affine_grid_slab(theta, sp, 0, sp[0])
     disp = F.interpolate(
         displacement.float().to(xb.device),
         size=sp,

@@ -32,6 +32,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from monai_ext.transforms.functional.cpu_parallel import map_chunks
+
 __all__ = [
     "macenko_target",
     "DEFAULT_TARGET_HE",
@@ -525,7 +527,9 @@ def macenko_fit(
     kw = {"alpha": alpha, "conc_percentile": conc_percentile, "min_tissue_fraction": min_tissue_fraction}
     kw["min_tissue_pixels"] = min_tissue_pixels
     if not pool:
-        fits = [_fit_chunk(x[c], tli, beta, od_floor, exclude_ink, **kw)[0] for c in _chunks(x)]
+        fits = map_chunks(
+            lambda c: _fit_chunk(x[c], tli, beta, od_floor, exclude_ink, **kw)[0], _chunks(x), x.device
+        )
         return fits[0] if len(fits) == 1 else MacenkoFit(*(torch.cat(f) for f in zip(*fits)))
     finite = _finite(x)
     od, mask = _od_mask(x, tli, beta, od_floor, exclude_ink, finite)
@@ -616,9 +620,8 @@ def macenko_normalize(
         smc = fit.max_conc.to(x.device, torch.float32).expand(b, 2)
     kw = {"alpha": alpha, "conc_percentile": conc_percentile, "min_tissue_fraction": min_tissue_fraction}
     kw["min_tissue_pixels"] = min_tissue_pixels
-    chunks = _chunks(x)
-    parts = []
-    for c in chunks:
+
+    def run(c: slice) -> tuple[Tensor, Tensor]:
         xc = x[c]
         if src is None:
             cfit, od = _fit_chunk(xc, tli, beta, od_floor, exclude_ink, **kw)
@@ -632,7 +635,9 @@ def macenko_normalize(
         y = _apply_stain_map(xc, od, sc, mc, tgt[c], tmc[c], tli)
         if xc.device.type != "cpu" or bool(pt.any()):  # (a host read only where it is free)
             y = torch.where(pt[:, None, None, None], xc, y)
-        parts.append((y, pt))
+        return y, pt
+
+    parts = map_chunks(run, _chunks(x), x.device)
     if len(parts) == 1:
         out, passthrough = parts[0]
     else:
