@@ -882,7 +882,7 @@ def hed_jitter(img: Tensor, alpha: Tensor | float, beta: Tensor | float) -> Tens
     amat = (mi[None] * a[:, None, :]) @ m  # (B, 3, 3), row-vector convention
     off = be @ m  # (B, 3)
     bias = (off * _LOG_ADJUST)[..., None]
-    parts = [_hed_map(x[c], amat[c].transpose(1, 2), bias[c]) for c in _chunks(x)]
+    parts = map_chunks(lambda c: _hed_map(x[c], amat[c].transpose(1, 2), bias[c]), _chunks(x), x.device)
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     return y[0] if single else y
 
