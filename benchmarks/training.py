@@ -68,6 +68,8 @@ from monai_ext.transforms.batch import (
     BatchRandAffine,
     BatchRandFlip,
     BatchRandGaussianNoise,
+    BatchRandRot90,
+    BatchRandShiftIntensity,
     GPUAugmentPrepareBatch,
 )
 
@@ -114,49 +116,6 @@ class TrainingBenchConfig:
 SMALL = TrainingBenchConfig(
     patch=48, batch=4, num_samples=4, volume=(64, 64, 64), num_volumes=8, iterations=3, warmup=1, rounds=2
 )
-
-
-# ----------------------------------------------------------------- batch ops missing from transforms.batch
-class _BatchRot90(BatchAugmentation):
-    """Per-sample ``rot90`` by ``k`` in 1..max_k in the plane of ``spatial_axes`` (MONAI ``RandRotate90``)."""
-
-    transforms_label = True
-
-    def __init__(self, prob: float = 0.1, max_k: int = 3, spatial_axes: Sequence[int] = (0, 1), **kw: Any):
-        super().__init__(prob=prob, **kw)
-        self.max_k, self.spatial_axes = int(max_k), tuple(spatial_axes)
-
-    def draw(self, image, generator):
-        b = image.shape[0]
-        return {"k": torch.randint(1, self.max_k + 1, (b,), generator=generator, device=image.device)}
-
-    def _rot(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        dims = (2 + self.spatial_axes[0], 2 + self.spatial_axes[1])
-        if x.shape[dims[0]] != x.shape[dims[1]]:
-            raise ValueError(f"_BatchRot90: the rotated axes must have equal sizes, got {tuple(x.shape)}")
-        out = x
-        for kk in range(1, self.max_k + 1):
-            out = torch.where((k == kk).reshape(-1, *([1] * (x.ndim - 1))), torch.rot90(x, kk, dims), out)
-        return out
-
-    def apply(self, image, label, params):
-        k = torch.where(params["apply"], params["k"], torch.zeros_like(params["k"]))
-        return self._rot(image, k), None if label is None else self._rot(label, k)
-
-
-class _BatchShiftIntensity(BatchAugmentation):
-    """Add ``U(-offset, offset)`` per sample (MONAI ``RandShiftIntensity``)."""
-
-    def __init__(self, prob: float = 0.1, offset: float = 0.1, **kw: Any):
-        super().__init__(prob=prob, **kw)
-        self.offset = float(offset)
-
-    def draw(self, image, generator):
-        return {"offset": self._uniform(-self.offset, self.offset, image.shape[0], generator, image.device)}
-
-    def apply(self, image, label, params):
-        shift = (params["offset"] * params["apply"]).to(image.dtype)
-        return image + shift.reshape(-1, *([1] * (image.ndim - 1))), label
 
 
 # ----------------------------------------------------------------------------------------------- pipelines
@@ -239,8 +198,8 @@ def _ours_prepare(cfg: TrainingBenchConfig, heavy: bool) -> GPUAugmentPrepareBat
     augs: list[BatchAugmentation] = [
         BatchLabelBalancedCrop((cfg.patch,) * 3, num_samples=cfg.num_samples, ratios=(1.0, 1.0), seed=s),
         BatchRandFlip(prob=1.0, seed=s + 1),  # each axis with probability 0.5, as 3 RandFlipd(prob=0.5)
-        _BatchRot90(prob=ROT90_PROB, max_k=3, seed=s + 2),
-        _BatchShiftIntensity(prob=SHIFT_PROB, offset=SHIFT, seed=s + 3),
+        BatchRandRot90(prob=ROT90_PROB, max_k=3, seed=s + 2),
+        BatchRandShiftIntensity(prob=SHIFT_PROB, offset=SHIFT, seed=s + 3),
     ]
     if heavy:
         augs += [

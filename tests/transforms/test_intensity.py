@@ -27,6 +27,7 @@ from monai_ext.transforms.batch import (
     BatchRandGaussianBlur,
     BatchRandGaussianNoise,
     BatchRandLowResolution,
+    BatchRandShiftIntensity,
 )
 from monai_ext.transforms.dictionary import RandDeviceGaussianNoised, RandGammad
 
@@ -142,6 +143,7 @@ BATCH_AUGS = [
     lambda: BatchRandGaussianBlur(prob=0.7, sigma=(0.5, 1.5), seed=3),
     lambda: BatchRandLowResolution(prob=0.7, zoom=(0.4, 0.9), seed=3),
     lambda: BatchRandGaussianNoise(prob=0.7, std=0.2, seed=3),
+    lambda: BatchRandShiftIntensity(prob=0.7, offset=0.3, seed=3),
 ]
 
 
@@ -258,3 +260,14 @@ def test_fused_window_matches_subtract_divide():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     clipped = fn.scale_intensity_range(x, -1000.0, 1000.0)
     assert float(clipped.min()) >= 0.0 and float(clipped.max()) <= 1.0
+
+
+def test_batch_shift_matches_monai_shift_intensity():
+    from monai.transforms import ShiftIntensity
+
+    x = torch.rand(4, 1, 6, 6)
+    out = BatchRandShiftIntensity(prob=1.0, offset=(0.2, 0.6), seed=0)(x)
+    off = out.params["offset"]
+    assert bool(((off >= 0.2) & (off <= 0.6)).all())
+    for i in range(4):
+        torch.testing.assert_close(out.image[i], torch.as_tensor(ShiftIntensity(float(off[i]))(x[i])))

@@ -15,6 +15,7 @@ from monai_ext.transforms.batch import (
     BatchRandAffine,
     BatchRandElastic,
     BatchRandFlip,
+    BatchRandRot90,
 )
 from monai_ext.transforms.dictionary import RandAffineWarpd, RandLabelBalancedCropd
 
@@ -270,3 +271,23 @@ def test_flip_and_crop_cpu_paths_match_reference():
     crops = fn.crop_patches(x, starts, (2, 3, 3))
     assert crops.shape == (4, 3, 2, 3, 3)
     assert torch.equal(crops[1], x[0, :, 1:3, 0:3, 0:3]) and torch.equal(crops[2], x[1, :, 2:4, 2:5, 3:6])
+
+
+def test_batch_rot90_matches_monai_rotate90_per_sample():
+    from monai.transforms import Rotate90
+
+    x = torch.rand(5, 2, 6, 6, 4)
+    lab = torch.randint(0, 3, (5, 1, 6, 6, 4))
+    aug = BatchRandRot90(prob=0.7, max_k=3, spatial_axes=(0, 1), seed=1)
+    out = aug(x, lab)
+    k = torch.where(out.params["apply"], out.params["k"], 0)
+    assert bool((k > 0).any()) and bool((k == 0).any())
+    for i in range(5):
+        rot = Rotate90(k=int(k[i]), spatial_axes=(0, 1))
+        torch.testing.assert_close(out.image[i], torch.as_tensor(rot(x[i])), atol=0, rtol=0)
+        assert torch.equal(out.label[i], torch.as_tensor(rot(lab[i])))
+    assert torch.equal(aug(x, lab, params=out.params).image, out.image)
+    with pytest.raises(ValueError, match="equal sizes"):
+        aug(torch.rand(2, 1, 6, 5, 4))
+    with pytest.raises(ValueError, match="max_k"):
+        BatchRandRot90(max_k=4)

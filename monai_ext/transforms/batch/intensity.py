@@ -32,6 +32,7 @@ __all__ = [
     "BatchRandBiasField",
     "BatchRandGaussianBlur",
     "BatchRandLowResolution",
+    "BatchRandShiftIntensity",
 ]
 
 
@@ -204,3 +205,25 @@ class BatchRandLowResolution(BatchAugmentation):
             return fi.simulate_low_resolution(x, params["zoom"][idx], spatial_dims=x.ndim - 2)
 
         return self._on_drawn(params["apply"], image, run), label
+
+
+class BatchRandShiftIntensity(BatchAugmentation):
+    """Add ``U(-offset, offset)`` (or ``U(offset)`` for a pair) to each selected sample (MONAI
+    ``RandShiftIntensity`` per sample).
+
+    Example:
+        >>> out = BatchRandShiftIntensity(prob=1.0, offset=0.5, seed=0)(torch.zeros(2, 1, 4, 4))
+        >>> bool((out.image[:, 0, 0, 0] == out.params["offset"]).all())
+        True
+    """
+
+    def __init__(self, prob: float = 0.1, offset: float | Sequence[float] = 0.1, **kwargs: Any) -> None:
+        super().__init__(prob=prob, **kwargs)
+        rng = (-abs(float(offset)), abs(float(offset))) if isinstance(offset, int | float) else offset
+        self.offset = value_range(rng, "offset", "BatchRandShiftIntensity")
+
+    def draw(self, image, generator):
+        return {"offset": self._uniform(*self.offset, image.shape[0], generator, image.device)}
+
+    def apply(self, image, label, params):
+        return fi.shift_intensity(image, params["offset"] * params["apply"]), label

@@ -24,7 +24,7 @@ import torch
 from monai_ext.transforms.batch.base import BatchAugmentation, BatchAugResult
 from monai_ext.transforms.functional import spatial as fs
 
-__all__ = ["BatchRandAffine", "BatchRandElastic", "BatchRandFlip", "BatchLabelBalancedCrop"]
+__all__ = ["BatchRandAffine", "BatchRandElastic", "BatchRandFlip", "BatchRandRot90", "BatchLabelBalancedCrop"]
 
 
 def _sym(v: float | Sequence[float] | None, n: int, name: str, owner: str) -> list[tuple[float, float]]:
@@ -218,6 +218,36 @@ class BatchRandFlip(BatchAugmentation):
         flags = params["flags"] & params["apply"][:, None]
         out = fs.flip_per_sample(image, flags)
         return out, None if label is None else fs.flip_per_sample(label, flags)
+
+
+class BatchRandRot90(BatchAugmentation):
+    """Rotate each selected sample by ``k ~ U{1..max_k}`` quarter turns in the plane of ``spatial_axes``
+    (MONAI ``RandRotate90`` per sample); image and label turn together.
+
+    Example:
+        >>> out = BatchRandRot90(prob=1.0, seed=0)(torch.rand(3, 1, 4, 4), torch.zeros(3, 1, 4, 4))
+        >>> out.params["k"].shape, out.label.shape
+        (torch.Size([3]), torch.Size([3, 1, 4, 4]))
+    """
+
+    transforms_label = True
+
+    def __init__(
+        self, prob: float = 0.1, max_k: int = 3, spatial_axes: Sequence[int] = (0, 1), **kwargs: Any
+    ) -> None:
+        super().__init__(prob=prob, **kwargs)
+        if not 1 <= int(max_k) <= 3:
+            raise ValueError(f"BatchRandRot90: `max_k` must be 1, 2 or 3, got {max_k}.")
+        self.max_k, self.spatial_axes = int(max_k), tuple(int(a) for a in spatial_axes)
+
+    def draw(self, image, generator):
+        b = image.shape[0]
+        return {"k": torch.randint(1, self.max_k + 1, (b,), generator=generator, device=image.device)}
+
+    def apply(self, image, label, params):
+        k = torch.where(params["apply"], params["k"], torch.zeros_like(params["k"]))
+        out = fs.rot90_per_sample(image, k, self.spatial_axes)
+        return out, None if label is None else fs.rot90_per_sample(label, k, self.spatial_axes)
 
 
 class BatchLabelBalancedCrop(BatchAugmentation):

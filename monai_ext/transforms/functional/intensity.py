@@ -35,6 +35,7 @@ __all__ = [
     "add_gaussian_noise",
     "gaussian_blur",
     "simulate_low_resolution",
+    "shift_intensity",
 ]
 
 #: CT display windows as (level, width) in Hounsfield units.
@@ -123,6 +124,18 @@ def scale_intensity_range(
     if clip:
         out = out.clamp_(min(b_min, b_max), max(b_min, b_max))
     return out
+
+
+def shift_intensity(x: torch.Tensor, offset: Param) -> torch.Tensor:
+    """``x + offset`` (MONAI ``ShiftIntensity``); ``offset`` may be a ``(B,)`` tensor for a batched ``x``.
+
+    Example:
+        >>> shift_intensity(torch.zeros(2, 1, 2), torch.tensor([1.0, -1.0])).tolist()
+        [[[1.0, 1.0]], [[-1.0, -1.0]]]
+    """
+    x = as_float(x)
+    off = per_sample(offset, x)
+    return x + (off.to(x.dtype) if isinstance(off, torch.Tensor) else off)
 
 
 def multi_window_hu(

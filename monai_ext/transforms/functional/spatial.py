@@ -30,6 +30,7 @@ __all__ = [
     "affine_resample",
     "elastic_resample",
     "flip_per_sample",
+    "rot90_per_sample",
     "crop_patches",
     "sample_crop_starts",
 ]
@@ -301,6 +302,40 @@ def flip_per_sample(x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
     for a in range(d):
         x = torch.where(flags[:, a].reshape(-1, *([1] * (d + 1))), x.flip(2 + a), x)
     return x
+
+
+def rot90_per_sample(x: torch.Tensor, k: torch.Tensor, spatial_axes: Sequence[int] = (0, 1)) -> torch.Tensor:
+    """Rotate each sample of ``(B, C, *sp)`` by ``k[i]`` quarter turns in the plane of ``spatial_axes``
+    (``torch.rot90`` direction, as MONAI ``Rotate90``); the two axes must have equal sizes.
+
+    Example:
+        >>> x = torch.arange(4.0).reshape(1, 1, 2, 2)
+        >>> rot90_per_sample(x, torch.tensor([1])).tolist()
+        [[[[1.0, 3.0], [0.0, 2.0]]]]
+    """
+    d = x.ndim - 2
+    axes = tuple(int(a) for a in spatial_axes)
+    if len(axes) != 2 or axes[0] == axes[1] or any(a < 0 or a >= d for a in axes):
+        raise ValueError(
+            f"rot90_per_sample: spatial_axes must be two distinct axes in 0..{d - 1}, got {axes}."
+        )
+    dims = (2 + axes[0], 2 + axes[1])
+    if x.shape[dims[0]] != x.shape[dims[1]]:
+        raise ValueError(
+            f"rot90_per_sample: rotated axes {axes} must have equal sizes in a batch, got {tuple(x.shape)}."
+        )
+    if k.shape != (x.shape[0],):
+        raise ValueError(f"rot90_per_sample: k must be (B,) = ({x.shape[0]},), got {tuple(k.shape)}.")
+    if x.device.type == "cpu":  # one copy per sample (reading k costs no sync on the CPU)
+        out = torch.empty_like(x)
+        for i, ki in enumerate(k.tolist()):
+            out[i] = torch.rot90(x[i], ki % 4, (dims[0] - 1, dims[1] - 1))
+        return out
+    out = x
+    k4 = k.remainder(4)
+    for kk in (1, 2, 3):
+        out = torch.where((k4 == kk).reshape(-1, *([1] * (d + 1))), torch.rot90(x, kk, dims), out)
+    return out
 
 
 def crop_patches(x: torch.Tensor, starts: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
