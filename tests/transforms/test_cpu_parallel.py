@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -51,3 +53,32 @@ def test_parallel_macenko_equals_single_threaded(two_threads):
     torch.set_num_threads(1)
     ser, pt_ser = fstain.macenko_normalize(img)
     assert torch.equal(par, ser) and torch.equal(pt_par, pt_ser) and bool(pt_par[5])
+
+
+def _child_sum(queue) -> None:
+    torch.set_num_threads(2)
+    x = torch.arange(12.0).reshape(6, 2)
+    out = map_chunks(lambda c: x[c].sum(), [slice(i, i + 2) for i in range(0, 6, 2)], x.device)
+    queue.put(float(sum(out)))
+
+
+def test_map_chunks_after_fork_makes_a_new_pool(two_threads):
+    import multiprocessing as mp
+
+    x = torch.ones(4, 2)
+
+    def slow(c):
+        time.sleep(0.2)  # both workers busy at once, so the parent's pool starts both threads
+        return x[c]
+
+    map_chunks(slow, [slice(0, 2), slice(2, 4)], x.device)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_sum, args=(queue,))
+    proc.start()
+    proc.join(30)
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    assert not alive, "map_chunks hung in a forked child"
+    assert queue.get(timeout=5) == 66.0

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,16 +30,21 @@ __all__ = ["map_chunks"]
 T = TypeVar("T")
 _PREFIX = "monai_ext_cpu"
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = -1
 _LOCK = threading.Lock()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
-    global _POOL
+    """The shared pool, grown when needed and made anew in a forked child (its threads do not survive
+    a fork, and an inherited executor would queue work that never runs)."""
+    global _POOL, _POOL_PID
     with _LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
-            if _POOL is not None:
+        stale = _POOL is not None and _POOL_PID != os.getpid()
+        if _POOL is None or stale or _POOL._max_workers < workers:
+            if _POOL is not None and not stale:
                 _POOL.shutdown(wait=False)
             _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_PREFIX)
+            _POOL_PID = os.getpid()
         return _POOL
 
 

@@ -376,7 +376,7 @@ def _block_counts(mask: torch.Tensor) -> torch.Tensor:
     """
     b, n = mask.shape
     pad = -n % _RANK_BLOCK
-    if pad or mask.stride(-1) != 1 or mask.storage_offset() % 8:
+    if pad or not mask.is_contiguous() or mask.storage_offset() % 8:
         mask = torch.cat([mask, mask.new_zeros(b, pad)], dim=1)
     words = mask.view(torch.uint8).view(torch.int64).reshape(b, -1, _RANK_BLOCK // 8).sum(-1)
     lanes = words.view(torch.uint8).reshape(b, -1, 8)
