@@ -82,3 +82,15 @@ def test_map_chunks_after_fork_makes_a_new_pool(two_threads):
         proc.kill()
     assert not alive, "map_chunks hung in a forked child"
     assert queue.get(timeout=5) == 66.0
+
+
+def test_threads_started_after_map_chunks_keep_the_default(two_threads):
+    import threading
+
+    x = torch.ones(4, 2)
+    map_chunks(lambda c: x[c], [slice(0, 2), slice(2, 4)], x.device)
+    seen = []
+    th = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    th.start()
+    th.join()
+    assert seen == [2]

@@ -271,3 +271,40 @@ def test_batch_shift_matches_monai_shift_intensity():
     assert bool(((off >= 0.2) & (off <= 0.6)).all())
     for i in range(4):
         torch.testing.assert_close(out.image[i], torch.as_tensor(ShiftIntensity(float(off[i]))(x[i])))
+
+
+def test_fast_paths_keep_autograd_half_noise_and_precision():
+    # autograd: the CPU shortcuts (chunked noise, in-place gamma) step aside for inputs that need grad
+    x = torch.rand(2, 1, 48, 48, 48, requires_grad=True)
+    fn.add_gaussian_noise(x, 0.1, generator=torch.Generator().manual_seed(0)).sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones_like(x))
+    g = torch.tensor([0.7, 1.3], requires_grad=True)
+    fn.adjust_gamma(x, g, spatial_dims=3).sum().backward()
+    assert g.grad is not None and torch.isfinite(g.grad).all()
+    # half precision: a small std with a large mean stays finite (drawn in float32, rounded once)
+    h = torch.zeros(2, 1, 48, 48, 48, dtype=torch.float16)
+    out = fn.add_gaussian_noise(h, 1e-5, 1.0, generator=torch.Generator().manual_seed(0))
+    assert (
+        out.dtype == torch.float16
+        and bool(torch.isfinite(out).all())
+        and abs(float(out.float().mean()) - 1) < 1e-3
+    )
+    # gamma on values far from zero: as accurate as the float64 formula (no cancellation)
+    v = 3e4 + torch.rand(1, 1, 16, 16, 16)
+    ref = fn.adjust_gamma(v.double(), 1.5, spatial_dims=3).float()
+    assert float((fn.adjust_gamma(v, 1.5, spatial_dims=3) - ref).abs().max()) < 5e-3
+
+
+def test_chains_on_integer_images_and_signed_zeros():
+    from monai_ext.transforms.batch import BatchAugChain, BatchLabelBalancedCrop
+
+    img = torch.randint(-1000, 1000, (4, 1, 16, 16, 16))
+    lab = (torch.rand(4, 1, 16, 16, 16) > 0.7).long()
+    for second in (BatchRandGamma(prob=0.5, seed=1), BatchRandGaussianNoise(prob=1.0, std=0.1, seed=1)):
+        chain = BatchAugChain([BatchLabelBalancedCrop((8, 8, 8), ratios=(1.0, 1.0), seed=0), second])
+        out = chain(img, lab)
+        assert out.image.dtype == torch.float32 and out.image.shape == (4, 1, 8, 8, 8)
+    z = torch.full((3, 1, 4, 4), -0.0)
+    shift = BatchRandShiftIntensity(prob=1.0, offset=0.5, seed=0)
+    res = shift(z, params={**shift(z).params, "apply": torch.tensor([True, False, True])})
+    assert torch.equal(res.image[1].signbit(), z[1].signbit())  # not drawn: bit-identical, -0.0 kept

@@ -229,9 +229,11 @@ class BatchAugmentation(nn.Module):
         if bool(apply.all()):
             return fn(x, slice(None))
         idx = apply.nonzero().flatten()
-        out = x.clone()
-        if idx.numel():
-            out[idx] = fn(x[idx], idx).to(out.dtype)
+        if not idx.numel():
+            return x.clone() if x.is_floating_point() else x.float()
+        res = fn(x[idx], idx)
+        out = x.to(res.dtype, copy=True)  # integer images come back float, as on the whole-batch path
+        out[idx] = res
         return out
 
     @staticmethod

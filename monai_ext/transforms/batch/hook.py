@@ -82,10 +82,10 @@ class BatchAugChain(nn.Module):
                 f"BatchAugChain: `params` has {len(params)} entries, expected {len(self.transforms)}."
             )
         out_params = []
-        source = image.untyped_storage().data_ptr()
+        outside = {v.untyped_storage().data_ptr() for v in (image, label) if v is not None}
         for i, t in enumerate(self.transforms):
-            # members after the first new tensor may overwrite it (the caller's input is never written)
-            owned = image.untyped_storage().data_ptr() != source
+            # members after the first new tensor may overwrite it (the caller's tensors never are)
+            owned = image.untyped_storage().data_ptr() not in outside and image.is_contiguous()
             res = t.run(image, label, None if params is None else params[i], inplace=owned)
             image, label = res.image, res.label
             out_params.append(res.params)

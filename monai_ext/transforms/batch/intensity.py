@@ -102,6 +102,7 @@ class BatchRandGaussianNoise(BatchAugmentation):
         fresh = own and torch.equal(self._gen.get_state(), params["noise_state"])
         std = (params["std"] * params["apply"]).to(image.dtype)
         mean = (self.mean * params["apply"]).to(image.dtype) if self.mean else 0.0
+        inplace = inplace and image.is_floating_point()
         out = fi.add_gaussian_noise(image, std, mean, generator=g, out=image if inplace else None)
         if fresh:  # a new draw (not a replay): move the module's generator past this noise
             self._gen.set_state(g.get_state())
@@ -226,4 +227,7 @@ class BatchRandShiftIntensity(BatchAugmentation):
         return {"offset": self._uniform(*self.offset, image.shape[0], generator, image.device)}
 
     def apply(self, image, label, params):
-        return fi.shift_intensity(image, params["offset"] * params["apply"]), label
+        def run(x, idx):
+            return fi.shift_intensity(x, params["offset"][idx])
+
+        return self._on_drawn(params["apply"], image, run), label

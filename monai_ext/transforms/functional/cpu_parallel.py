@@ -3,9 +3,9 @@
 Kernels made of many small passes over cache-sized chunks (Macenko: ~15 passes per chunk) spend most
 of their CPU time starting and joining OpenMP regions when torch splits every pass over the intra-op
 threads. Handing each of ``torch.get_num_threads()`` workers a contiguous group of chunks, run with
-one intra-op thread (set in the worker only: ``torch.set_num_threads`` is per thread under OpenMP),
-keeps every core busy on whole chunks instead. The caller's thread setting is left as it was, and
-results come back in chunk order, so the output equals the serial one.
+one intra-op thread (OpenMP keeps that setting per thread; torch's default for threads started later,
+which the worker's call also changes, is restored when the call returns), keeps every core busy on
+whole chunks instead. Results come back in chunk order, so the output equals the serial one.
 
 Example:
     >>> import torch
@@ -30,26 +30,33 @@ __all__ = ["map_chunks"]
 T = TypeVar("T")
 _PREFIX = "monai_ext_cpu"
 _POOL: ThreadPoolExecutor | None = None
-_POOL_PID = -1
 _LOCK = threading.Lock()
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's worker threads do not exist there (an inherited executor would
+    queue work that never runs), and a lock held by another parent thread would never be released."""
+    global _POOL, _LOCK
+    _POOL, _LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """The shared pool, grown when needed and made anew in a forked child (its threads do not survive
-    a fork, and an inherited executor would queue work that never runs)."""
-    global _POOL, _POOL_PID
+    """The shared pool, grown when more workers are asked for."""
+    global _POOL
     with _LOCK:
-        stale = _POOL is not None and _POOL_PID != os.getpid()
-        if _POOL is None or stale or _POOL._max_workers < workers:
-            if _POOL is not None and not stale:
+        if _POOL is None or _POOL._max_workers < workers:
+            if _POOL is not None:
                 _POOL.shutdown(wait=False)
             _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_PREFIX)
-            _POOL_PID = os.getpid()
         return _POOL
 
 
 def _run_group(fn: Callable[[slice], T], group: Sequence[slice]) -> list[T]:
-    torch.set_num_threads(1)  # this worker thread only
+    if torch.get_num_threads() != 1:  # once per worker thread (OpenMP keeps it per thread)
+        torch.set_num_threads(1)
     return [fn(c) for c in group]
 
 
@@ -65,7 +72,12 @@ def map_chunks(fn: Callable[[slice], T], chunks: Sequence[slice], device: torch.
         return [fn(c) for c in chunks]
     step = -(-len(chunks) // workers)
     groups = [chunks[i : i + step] for i in range(0, len(chunks), step)]
+    caller = torch.get_num_threads()
     out: list[T] = []
-    for res in _pool(len(groups)).map(lambda g: _run_group(fn, g), groups):
-        out.extend(res)
+    try:
+        for res in _pool(len(groups)).map(lambda g: _run_group(fn, g), groups):
+            out.extend(res)
+    finally:
+        # torch.set_num_threads in a worker also sets the default for threads started later: restore it
+        torch.set_num_threads(caller)
     return out

@@ -79,6 +79,11 @@ def as_batched(x: torch.Tensor, spatial_dims: int | None, name: str) -> tuple[to
     )
 
 
+def _needs_grad(x: torch.Tensor) -> bool:
+    """True when autograd records ops on ``x`` (then in-place shortcuts are not taken)."""
+    return x.requires_grad and torch.is_grad_enabled()
+
+
 def per_sample(v: Param, x: torch.Tensor, lead: int = 1) -> Param:
     """Reshape a ``(B,)`` (or ``(B, k)``) tensor to broadcast over ``x``'s trailing dims."""
     if not isinstance(v, torch.Tensor) or v.ndim == 0:
@@ -111,16 +116,12 @@ def scale_intensity_range(
         raise ValueError(f"scale_intensity_range: a_max must exceed a_min, got a_min={a_min}, a_max={a_max}.")
     x = as_float(x)
     a_min, a_max = per_sample(a_min, x), per_sample(a_max, x)
-    if x.dtype in (torch.float32, torch.float64):
-        # one fused pass x * s + o (plus an in-place clip) instead of subtract, divide, rescale
-        scale = (b_max - b_min) / (a_max - a_min)
-        offset = b_min - a_min * scale
-        scale, offset = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (scale, offset))
-        out = torch.addcmul(offset, x, scale)
-    else:  # half precision: keep the subtraction first (x * s + o loses digits there)
-        out = (x - a_min) / (a_max - a_min)
-        if b_min != 0.0 or b_max != 1.0:
-            out = out * (b_max - b_min) + b_min
+    # MONAI's formula, one new tensor and in-place passes after it (fresh full-size tensors cost more
+    # in page faults than the arithmetic)
+    out = torch.sub(x, a_min)
+    out = out.div_(a_max - a_min) if not _needs_grad(out) else out / (a_max - a_min)
+    if b_min != 0.0 or b_max != 1.0:
+        out = out.mul_(b_max - b_min).add_(b_min) if not _needs_grad(out) else out * (b_max - b_min) + b_min
     if clip:
         out = out.clamp_(min(b_min, b_max), max(b_min, b_max))
     return out
@@ -295,8 +296,11 @@ def adjust_gamma(
     shape = (-1, *([1] * (xb.ndim - 1)))
     mn, rng = mn.reshape(shape), (mx - mn).reshape(shape)
     inv = 1.0 / (rng + eps)
-    out = torch.addcmul(-mn * inv, xb, inv).clamp_min_(0).pow_(per_sample(gamma, xb))
-    out = out.mul_(rng).add_(mn)  # in place: one new tensor in all
+    g = per_sample(gamma, xb)
+    if _needs_grad(xb) or (isinstance(g, torch.Tensor) and _needs_grad(g)):
+        out = ((xb - mn) * inv).clamp_min(0).pow(g) * rng + mn
+    else:  # in place after one new tensor
+        out = torch.sub(xb, mn).mul_(inv).clamp_min_(0).pow_(g).mul_(rng).add_(mn)
     return out if batched else out[0]
 
 
@@ -399,7 +403,7 @@ def add_gaussian_noise(
             f"add_gaussian_noise: `out` must match x ({tuple(x.shape)}, {x.dtype}, {x.device}), got "
             f"{tuple(out.shape)}, {out.dtype}, {out.device}."
         )
-    if x.device.type == "cpu" and x.numel() > _NOISE_CHUNK:
+    if x.device.type == "cpu" and x.numel() > _NOISE_CHUNK and not _needs_grad(x):
         return _add_noise_chunked(x, std, mean, generator, out)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     noise.mul_(per_sample(std, x))
@@ -425,15 +429,19 @@ def _add_noise_chunked(
     dst = out.view(rows, -1) if out.is_contiguous() else None
     res = dst if dst is not None else torch.empty_like(src)
     n = src.shape[1]
-    scratch = torch.empty(min(n, _NOISE_CHUNK), dtype=x.dtype)
+    full = x.dtype in (torch.float32, torch.float64)  # half: draw in float32, round once at the end
+    scratch = torch.empty(min(n, _NOISE_CHUNK), dtype=x.dtype if full else torch.float32)
     for r in range(rows):
         for c0 in range(0, n, _NOISE_CHUNK):
             c1 = min(n, c0 + _NOISE_CHUNK)
-            z = scratch[: c1 - c0].normal_(means[r] / stds[r], 1.0, generator=generator) if stds[r] else None
-            if z is None:
+            if not stds[r]:
                 res[r, c0:c1] = src[r, c0:c1] + means[r] if means[r] else src[r, c0:c1]
-            else:
+            elif full:  # x + std * N(mean / std, 1) = x + N(mean, std), one fused pass
+                z = scratch[: c1 - c0].normal_(means[r] / stds[r], 1.0, generator=generator)
                 torch.add(src[r, c0:c1], z, alpha=stds[r], out=res[r, c0:c1])
+            else:
+                z = scratch[: c1 - c0].normal_(means[r], stds[r], generator=generator)
+                res[r, c0:c1] = (z + src[r, c0:c1]).to(x.dtype)
     if dst is None:
         out.copy_(res.view(x.shape))
     return out
