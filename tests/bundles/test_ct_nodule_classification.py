@@ -156,11 +156,16 @@ def test_train_smoke_learns_evaluates_and_infers(data, tmp_path):
     )
     wf.run()
     wf.finalize()
-    rows = list(csv.reader(open(tmp_path / "pred" / "predictions.csv")))
+    with open(tmp_path / "pred" / "predictions.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["nodule_id", "p_benign", "p_malignant"]
     nodules = [n for s in ("training", "validation", "test") for n in _nodules(data)[s]]
     assert len(rows) == len(nodules) == 63
-    assert sorted(r[0] for r in rows) == sorted(f"{Path(n['image']).name}:{n['nodule']}" for n in nodules)
-    probs = np.array([[float(v) for v in r[1:]] for r in rows])
+    assert sorted(r["nodule_id"] for r in rows) == sorted(
+        f"{Path(n['image']).name}:{n['nodule']}" for n in nodules
+    )
+    probs = np.array([[float(r["p_benign"]), float(r["p_malignant"])] for r in rows])
     assert probs.shape == (63, 2)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
 

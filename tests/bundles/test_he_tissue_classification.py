@@ -62,9 +62,13 @@ def test_train_smoke_learns_and_infers(data, tmp_path):
     )
     wf.run()
     wf.finalize()
-    rows = list(csv.reader(open(tmp_path / "pred" / "predictions.csv")))
+    with open(tmp_path / "pred" / "predictions.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    columns = ["p_adipose", "p_stroma", "p_lymphocytes", "p_tumour"]
+    assert reader.fieldnames == ["image", *columns]
     assert len(rows) == 192
-    probs = np.array([[float(v) for v in r[1:]] for r in rows])
+    probs = np.array([[float(r[c]) for c in columns] for r in rows])
     assert probs.shape == (192, 4)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
 

@@ -163,11 +163,23 @@ def test_train_smoke_learns_evaluates_and_infers(data, tmp_path):
     )
     wf.run()
     wf.finalize()
-    rows = list(csv.reader(open(tmp_path / "pred" / "risk_scores.csv")))
+    scores = _read_risk_scores(tmp_path / "pred" / "risk_scores.csv")
     patients = [r["patient_id"] for r in csv.DictReader(open(f"{data}/clinical.csv"))]
-    assert [r[0] for r in rows] == patients
-    risks = np.array([float(r[1]) for r in rows])
-    assert all(len(r) == 2 for r in rows) and np.isfinite(risks).all() and risks.std() > 0
+    assert list(scores) == patients
+    risks = np.array(list(scores.values()))
+    assert np.isfinite(risks).all() and risks.std() > 0
+
+
+def _read_risk_scores(path) -> dict[str, float]:
+    """``patient_id -> log_risk`` of an inference ``risk_scores.csv``, in file order; checks the header."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["patient_id", "log_risk"]
+    assert all(len(r) == 2 and None not in r for r in rows), rows  # no row with extra or missing cells
+    scores = {r["patient_id"]: float(r["log_risk"]) for r in rows}
+    assert len(scores) == len(rows)
+    return scores
 
 
 def rigid_transform(degrees: float = 8.0, shift=(3.0, -4.0, 3.4641016)):
@@ -225,8 +237,8 @@ def test_inference_writes_attribution_maps_with_one_switch(data, tmp_path):
     )
     wf.run()
     wf.finalize()
-    risks = {r[0]: float(r[1]) for r in csv.reader(open(out / "risk_scores.csv"))}
-    assert risks == {r[0]: float(r[1]) for r in csv.reader(open(tmp_path / "off" / "risk_scores.csv"))}
+    risks = _read_risk_scores(out / "risk_scores.csv")
+    assert risks == _read_risk_scores(tmp_path / "off" / "risk_scores.csv")
     ids = [r["patient_id"] for r in rows]
     expected = {
         f"{p}{s}"
