@@ -118,24 +118,14 @@ class BatchRandAffine(BatchAugmentation):
         return {"matrix": fs.affine_matrix(d, **p)}
 
     def apply(self, image, label, params):
-        apply = params["apply"]
-        if image.device.type == "cpu" and not bool(apply.all()):
-            # CPU: resample only the drawn samples (no device sync to avoid here)
-            idx = apply.nonzero().flatten()
-            out, lab = image.clone(), None if label is None else label.clone()
-            if idx.numel():
-                sub = {"apply": apply[idx], "matrix": params["matrix"][idx]}
-                out[idx], lab_sub = self.apply(image[idx], None if label is None else label[idx], sub)
-                if lab is not None:
-                    lab[idx] = lab_sub
-            return out, lab
-        d = image.ndim - 2
-        eye = torch.eye(d + 1, device=image.device)
-        mat = torch.where(apply.reshape(-1, 1, 1), params["matrix"].to(image.device), eye)
-        out = self._blend(apply, fs.affine_resample(image, mat, self.mode, self.padding_mode), image)
+        mat = params["matrix"].to(image.device)
+
+        def warp(mode: str):
+            return lambda x, idx: fs.affine_resample(x, mat[idx], mode, self.padding_mode)
+
+        out = self._on_drawn(params["apply"], image, warp(self.mode))
         if label is not None:
-            lab = fs.affine_resample(label, mat, self.label_mode, self.padding_mode)
-            label = self._blend(apply, lab, label)
+            label = self._on_drawn(params["apply"], label, warp(self.label_mode))
         return out, label
 
 
