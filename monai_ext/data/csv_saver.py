@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,12 +32,6 @@ from monai.data import CSVSaver
 from monai.utils import ImageMetaKey
 
 __all__ = ["AtomicCSVSaver"]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class AtomicCSVSaver(CSVSaver):
@@ -108,7 +102,9 @@ class AtomicCSVSaver(CSVSaver):
         ]
         header = self._header(len(rows[0][1]) if rows else None)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._filepath.name}.", suffix=".tmp", dir=self.output_dir)
+        # a unique temporary name in the same folder, created with the usual permissions (the umask applies)
+        tmp = str(self.output_dir / f".{self._filepath.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "w", newline="") as f:
                 writer = csv.writer(f, delimiter=self.delimiter, lineterminator="\n")
@@ -120,7 +116,6 @@ class AtomicCSVSaver(CSVSaver):
                             f"{len(header) - 1} column(s) {header[1:]}"
                         )
                     writer.writerow([key, *values])
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
             os.replace(tmp, self._filepath)
         except BaseException:
             if os.path.exists(tmp):

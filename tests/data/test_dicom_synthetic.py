@@ -166,6 +166,12 @@ def test_seg_round_trip(ct, tmp_path):
     back, names = read_seg(tmp_path / "seg" / "seg.dcm", folder)
     np.testing.assert_array_equal(back, label)
     assert names == ["liver", "spleen"]
+    # each segment coded from its name (SNOMED CT), as PACS viewers show it
+    codes = []
+    for d in seg.SegmentSequence:
+        category, prop = d.SegmentedPropertyCategoryCodeSequence[0], d.SegmentedPropertyTypeCodeSequence[0]
+        codes.append((category.CodeMeaning, prop.CodeValue))
+    assert codes == [("Anatomical Structure", "10200004"), ("Anatomical Structure", "78961009")]
     with pytest.raises(ValueError, match="label has shape"):
         write_seg(label[:-1], vol, ["a", "b"])
 
@@ -233,3 +239,18 @@ def test_cli_anonymize_and_bad_series(ct, tmp_path, capsys):
         warnings.simplefilter("ignore")
         assert main(["dicom2nifti", str(folder), str(tmp_path / "r"), "--list"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["n_slices"] == SHAPE[2]
+
+
+def test_segment_codes_from_names():
+    pytest.importorskip("highdicom")
+    from monai_ext.data.dicom import segment_codes
+
+    def meanings(name):
+        return tuple(c.meaning for c in segment_codes(name))
+
+    assert meanings("left kidney") == ("Anatomical Structure", "Kidney")
+    assert meanings("Right_Kidney") == ("Anatomical Structure", "Kidney")
+    assert meanings("spine") == ("Anatomical Structure", "Spine")
+    assert meanings("tumour") == ("Morphologically Abnormal Structure", "Tumor")
+    assert meanings("nodule") == ("Morphologically Abnormal Structure", "Nodule")
+    assert meanings("widget xyz") == ("Tissue", "Tissue")  # unknown: the generic code, label kept

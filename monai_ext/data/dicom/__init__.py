@@ -30,6 +30,7 @@ __all__ = [
     "write_seg",
     "read_seg",
     "read_rtstruct",
+    "segment_codes",
     "dicom2nifti",
     "SaveDicomSeg",
     "SaveDicomSegd",
@@ -38,7 +39,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # highdicom / rt-utils are optional: import the modules that need them on first use
-    if name in ("write_seg", "read_seg", "read_rtstruct"):
+    if name in ("write_seg", "read_seg", "read_rtstruct", "segment_codes"):
         from monai_ext.data.dicom import seg
 
         return getattr(seg, name)

@@ -29,7 +29,7 @@ import pydicom
 from monai_ext.data.dicom.reader import DicomVolume, read_series
 from monai_ext.data.dicom.series import DicomReadError
 
-__all__ = ["write_seg", "read_seg", "read_rtstruct"]
+__all__ = ["write_seg", "read_seg", "read_rtstruct", "segment_codes"]
 
 _HINT = "install the DICOM extra: pip install 'monai-ext[dicom]'"
 
@@ -77,6 +77,36 @@ def _atomic_save(ds: pydicom.Dataset, out_path: str | os.PathLike) -> None:
             os.remove(tmp)
 
 
+_LESIONS = {"tumor", "tumour", "neoplasm", "nodule", "mass", "lesion", "metastasis", "cyst"}
+_ALIASES = {"tumour": "Tumor"}
+
+
+def segment_codes(name: str) -> tuple[Any, Any]:
+    """SNOMED CT (category, type) codes of a segment name, from pydicom's code dictionary.
+
+    ``"liver"`` gives (Anatomical Structure, Liver); a leading ``left`` / ``right`` is dropped for the
+    lookup (``"left kidney"``: Kidney); lesion words (``tumour``, ``nodule``, ...) take the category
+    Morphologically Abnormal Structure. Names without a code fall back to (Tissue, Tissue), so PACS
+    viewers still show the segment label.
+
+    Example:
+        >>> [c.meaning for c in segment_codes("left kidney")]
+        ['Anatomical Structure', 'Kidney']
+    """
+    from pydicom.sr.codedict import codes
+
+    words = [w for w in name.replace("_", " ").replace("-", " ").lower().split() if w]
+    if len(words) > 1 and words[0] in ("left", "right"):
+        words = words[1:]
+    key = "".join(_ALIASES.get(w, w.capitalize()) for w in words)
+    known = set(dir(codes.SCT))
+    if key not in known:
+        return codes.SCT.Tissue, codes.SCT.Tissue
+    lesion = any(w in _LESIONS for w in words)
+    category = codes.SCT.MorphologicallyAbnormalStructure if lesion else codes.SCT.AnatomicalStructure
+    return category, getattr(codes.SCT, key)
+
+
 def write_seg(
     label: Any,
     series: DicomVolume | str | os.PathLike | Sequence[str | os.PathLike],
@@ -86,6 +116,8 @@ def write_seg(
     algorithm_name: str = "monai-ext",
 ) -> Any:
     """Write a binary DICOM SEG of ``label`` (0 = background, k = ``segment_names[k-1]``) on ``series``.
+
+    Each segment is coded from its name by :func:`segment_codes` (SNOMED CT; Tissue when unknown).
 
     highdicom copies only the patient, study and frame-of-reference attributes a SEG needs from the source
     and references every source instance. Returns the ``highdicom.seg.Segmentation``; writes it
@@ -113,12 +145,13 @@ def write_seg(
         hd.seg.SegmentDescription(
             segment_number=i + 1,
             segment_label=name,
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
+            segmented_property_category=category,
+            segmented_property_type=prop,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algo,
         )
         for i, name in enumerate(names)
+        for category, prop in [segment_codes(name)]
     ]
     seg = hd.seg.Segmentation(
         source_images=_sorted_headers(vol),
