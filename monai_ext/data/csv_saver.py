@@ -21,8 +21,7 @@ Example:
 from __future__ import annotations
 
 import csv
-import os
-import uuid
+import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +29,8 @@ import torch
 from monai.config import PathLike
 from monai.data import CSVSaver
 from monai.utils import ImageMetaKey
+
+from monai_ext.data.atomic import write_bytes_atomic
 
 __all__ = ["AtomicCSVSaver"]
 
@@ -101,25 +102,17 @@ class AtomicCSVSaver(CSVSaver):
             (str(k), [str(float(x)) for x in np.asarray(v).flatten()]) for k, v in self._cache_dict.items()
         ]
         header = self._header(len(rows[0][1]) if rows else None)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        # a unique temporary name in the same folder, created with the usual permissions (the umask applies)
-        tmp = str(self.output_dir / f".{self._filepath.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.writer(f, delimiter=self.delimiter, lineterminator="\n")
-                writer.writerow(header)
-                for key, values in rows:
-                    if len(values) != len(header) - 1:
-                        raise ValueError(
-                            f"{self._filepath}: id {key!r} has {len(values)} value(s) but the header names "
-                            f"{len(header) - 1} column(s) {header[1:]}"
-                        )
-                    writer.writerow([key, *values])
-            os.replace(tmp, self._filepath)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+            text = io.StringIO()
+            writer = csv.writer(text, delimiter=self.delimiter, lineterminator="\n")
+            writer.writerow(header)
+            for key, values in rows:
+                if len(values) != len(header) - 1:
+                    raise ValueError(
+                        f"{self._filepath}: id {key!r} has {len(values)} value(s) but the header names "
+                        f"{len(header) - 1} column(s) {header[1:]}"
+                    )
+                writer.writerow([key, *values])
+            write_bytes_atomic(self._filepath, text.getvalue().encode())
         finally:
             self.reset_cache()

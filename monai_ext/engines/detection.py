@@ -48,6 +48,7 @@ from monai.data.box_utils import box_iou, convert_box_mode
 from monai.engines.utils import IterationEvents
 from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
 
+from monai_ext.data.atomic import write_bytes_atomic
 from monai_ext.networks.boxes import coco_to_monai_boxes, monai_to_coco_boxes
 
 __all__ = [
@@ -580,12 +581,6 @@ def _corners_affine(boxes: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.concatenate([mapped.min(1), mapped.max(1)], axis=1)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class DetectionJSONWriter:
     """Ignite handler: one ``<stem>_boxes.json`` and one ``<stem>_overlay.png`` per image in ``output_dir``.
 
@@ -690,7 +685,7 @@ class DetectionJSONWriter:
                 self.class_names[i] if 0 <= i < len(self.class_names) else str(i) for i in labels
             ]
         path = self.output_dir / f"{stem}_boxes.json"
-        _write_atomic(path, json.dumps(record, indent=1).encode())
+        write_bytes_atomic(path, json.dumps(record, indent=1).encode())
         if self.overlay:
             self._overlay(arr, boxes, scores, labels, self.output_dir / f"{stem}_overlay.png")
         return path
@@ -717,4 +712,4 @@ class DetectionJSONWriter:
             pic = np.ascontiguousarray(np.flip(pic.transpose(1, 0, 2), axis=0))  # rows: 2nd axis, reversed
         buf = io.BytesIO()
         Image.fromarray(pic).save(buf, format="PNG")
-        _write_atomic(path, buf.getvalue())
+        write_bytes_atomic(path, buf.getvalue())

@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from monai_ext.data.atomic import write_bytes_atomic
 from monai_ext.explain.cam import grad_cam
 from monai_ext.explain.occlusion import occlusion_map
 from monai_ext.explain.overlay import save_attribution_nifti, save_attribution_png
@@ -73,18 +74,6 @@ def _case_name(value: Any, image: Any, index: int) -> str:
                 return base[: -len(ext)]
         return os.path.splitext(base)[0]
     return f"{index:06d}"
-
-
-def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(text, newline="")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _axial_view(x: torch.Tensor, index: int) -> torch.Tensor:
@@ -258,8 +247,8 @@ class ImageTabularAttributionSaver:
             png = save_attribution_png(
                 _axial_view(img[:1], k), _axial_view(amap, k), self.output_dir / f"{stem}_attribution.png"
             )
-            csv_path = _write_text_atomic(
+            csv_path = write_bytes_atomic(
                 self.output_dir / f"{stem}_tabular_attribution.csv",
-                self._tabular_csv(tabular[i].cpu(), tab_attr[i]),
+                self._tabular_csv(tabular[i].cpu(), tab_attr[i]).encode(),
             )
             self.written += [nii, png, csv_path]

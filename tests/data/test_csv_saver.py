@@ -127,3 +127,18 @@ def test_duplicate_id_raises_naming_the_id_and_file(tmp_path):
 def test_columns_must_be_a_sequence_of_names(tmp_path):
     with pytest.raises(TypeError, match="sequence of names"):
         AtomicCSVSaver(tmp_path, "p.csv", columns="log_risk")
+
+
+def test_write_bytes_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    from monai_ext.data import atomic
+
+    target = tmp_path / "out.json"
+    atomic.write_bytes_atomic(target, b"old")
+
+    def broken(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        atomic.write_bytes_atomic(target, b"new")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
